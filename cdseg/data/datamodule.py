@@ -1,0 +1,107 @@
+"""LightningDataModule wiring the split folders, transforms and loaders together."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from cdseg.data.dataset import DEFAULT_EXTENSIONS, ChangeDetectionDataset, DatasetError
+from cdseg.data.synthetic import ensure_synthetic
+from cdseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms
+
+
+class ChangeDetectionDataModule(L.LightningDataModule):
+    """Train/val/test loaders over ``root/<split>/{A,B,label}``.
+
+    Args:
+        root: dataset root holding the split folders.
+        synthetic: if given, the keyword arguments of :class:`cdseg.data.synthetic.SyntheticSpec`;
+            the dataset is generated into ``root`` on first use and reused afterwards.
+        splits: folder name of each stage's split; a missing ``test`` folder just skips testing.
+        dirs: folder names of the two dates and the label (``{"a": "A", "b": "B", "label": "label"}``).
+        eval_batch_size: batch size of validation and test (default: ``batch_size``); evaluation
+            runs on whole images, which may be much larger than training crops.
+        The augmentation arguments are those of :func:`cdseg.data.transforms.build_transforms`.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        batch_size: int = 8,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        resize: int | Sequence[int] | None = None,
+        crop_size: int | None = None,
+        hflip: float = 0.5,
+        vflip: float = 0.0,
+        rot90: bool = False,
+        swap: float = 0.0,
+        color_jitter: dict[str, float] | None = None,
+        mean: Sequence[float] | None = IMAGENET_MEAN,
+        std: Sequence[float] | None = IMAGENET_STD,
+        splits: dict[str, str] | None = None,
+        dirs: dict[str, str] | None = None,
+        extensions: Sequence[str] = DEFAULT_EXTENSIONS,
+        synthetic: dict[str, int] | None = None,
+    ) -> None:
+        super().__init__()
+        self.root = Path(root)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.loader_args: dict[str, Any] = {
+            "num_workers": num_workers,
+            "pin_memory": pin_memory,
+            "persistent_workers": persistent_workers and num_workers > 0,
+        }
+        self.splits = {"train": "train", "val": "val", "test": "test", **(splits or {})}
+        self.dirs = dirs
+        self.extensions = tuple(extensions)
+        self.synthetic = synthetic
+        self.mean, self.std = mean, std
+        norm = {"mean": mean, "std": std, "resize": resize}
+        self.train_transform = build_transforms(
+            True, crop_size=crop_size, hflip=hflip, vflip=vflip, rot90=rot90, swap=swap, color_jitter=color_jitter, **norm
+        )
+        self.eval_transform = build_transforms(False, **norm)
+        self.datasets: dict[str, ChangeDetectionDataset] = {}
+
+    def prepare_data(self) -> None:
+        if self.synthetic is not None:
+            ensure_synthetic(self.root, **self.synthetic)
+
+    def has_split(self, stage: str) -> bool:
+        return (self.root / self.splits[stage]).is_dir()
+
+    def _dataset(self, stage: str) -> ChangeDetectionDataset:
+        if stage not in self.datasets:
+            if not self.root.is_dir():
+                raise DatasetError(f"{self.root}: dataset root not found (set data.root)")
+            if not self.has_split(stage):
+                raise DatasetError(f"{self.root / self.splits[stage]}: {stage} split not found")
+            transform = self.train_transform if stage == "train" else self.eval_transform
+            self.datasets[stage] = ChangeDetectionDataset(
+                self.root / self.splits[stage], transform, self.dirs, self.extensions
+            )
+        return self.datasets[stage]
+
+    def setup(self, stage: str) -> None:
+        # Fitting also checks the test split, so a bad test file fails before training, not after.
+        needed = {"fit": ["train", "val", "test"], "validate": ["val"], "test": ["test"], "predict": ["test"]}[stage]
+        for split in needed:
+            if split in ("train", "val") or self.has_split(split):
+                self._dataset(split)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self._dataset("train"), self.batch_size, shuffle=True, **self.loader_args)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self._dataset("val"), self.eval_batch_size, **self.loader_args)
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(self._dataset("test"), self.eval_batch_size, **self.loader_args)

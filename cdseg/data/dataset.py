@@ -1,0 +1,208 @@
+"""Bi-temporal change-detection dataset in the LEVIR-CD layout, validated before use.
+
+Layout: ``ROOT/<split>/<a_dir>/<name>``, ``ROOT/<split>/<b_dir>/<name>``, ``ROOT/<split>/<label_dir>/<name>``,
+paired by exact file name. Every file of a split is read once by :func:`validate_split` so that
+a bad file fails before training starts, with an error naming it, rather than in a worker hours in.
+
+Pixel rules:
+    * images: 8-bit RGB, grayscale (replicated to three bands), palette, or RGBA whose alpha is
+      fully opaque. Other modes (16-bit, float, CMYK, translucent RGBA) are errors.
+    * labels: one band (or RGB with equal bands), values in {0, 255} or in {0, 1}; anything
+      else is an error listing the values found. Non-zero = change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+
+DEFAULT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+_MAX_LISTED = 10  # problems listed in one error message
+
+
+class DatasetError(ValueError):
+    """A dataset folder or file that cannot be used as given."""
+
+
+@dataclass(frozen=True)
+class Pair:
+    name: str
+    a: Path
+    b: Path
+    label: Path | None
+
+
+def _problem_list(header: str, problems: Sequence[str]) -> str:
+    shown = "\n  ".join(problems[:_MAX_LISTED])
+    more = f"\n  ... and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
+    return f"{header}\n  {shown}{more}"
+
+
+def _read(path: Path) -> Image.Image:
+    try:
+        img = Image.open(path)
+        img.load()  # decode fully: truncated files fail here, not in a worker later
+        return img
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        size = path.stat().st_size if path.exists() else 0
+        why = "empty file (0 bytes)" if size == 0 else f"{type(e).__name__}: {e}"
+        raise DatasetError(f"{path}: unreadable image ({why})") from None
+
+
+def load_image(path: Path) -> np.ndarray:
+    """Read an image as (H, W, 3) uint8 RGB, following the pixel rules above."""
+    img = _read(path)
+    if img.mode in ("RGB", "L", "P"):
+        return np.array(img.convert("RGB"))
+    if img.mode in ("RGBA", "LA"):
+        alpha = np.asarray(img.getchannel("A"))
+        if alpha.min() < 255:
+            raise DatasetError(
+                f"{path}: {img.mode} image with transparent pixels (alpha min {alpha.min()}); "
+                "expected opaque images, so masked areas are not silently read as colour"
+            )
+        return np.array(img.convert("RGB"))
+    raise DatasetError(
+        f"{path}: unsupported image mode {img.mode!r}; expected 8-bit RGB, grayscale or palette "
+        "(convert 16-bit or float rasters to 8 bits with an explicit scaling first)"
+    )
+
+
+def load_label(path: Path) -> np.ndarray:
+    """Read a label as (H, W) bool, True = change, following the pixel rules above."""
+    img = _read(path)
+    arr = np.asarray(img)
+    if img.mode == "P":
+        arr = np.asarray(img.convert("L"))
+    elif arr.ndim == 3:
+        if not (arr[..., :3] == arr[..., :1]).all():
+            raise DatasetError(f"{path}: colour label (its RGB bands differ); expected a single-band mask")
+        arr = arr[..., 0]
+    values = np.unique(arr)
+    if not (set(values.tolist()) <= {0, 255} or set(values.tolist()) <= {0, 1}):
+        counts = {int(v): int((arr == v).sum()) for v in values[:20]}
+        raise DatasetError(
+            f"{path}: label is not binary; expected values in {{0, 255}} or {{0, 1}}, "
+            f"found values (pixel counts) {counts}"
+        )
+    return arr > 0
+
+
+def find_pairs(
+    split_dir: str | Path,
+    dirs: dict[str, str] | None = None,
+    extensions: Sequence[str] = DEFAULT_EXTENSIONS,
+    require_label: bool = True,
+) -> list[Pair]:
+    """List the pairs of one split, pairing A, B and label by exact file name.
+
+    Raises:
+        DatasetError: a folder is missing, the split is empty, or a file has no partner.
+    """
+    split_dir = Path(split_dir)
+    dirs = {"a": "A", "b": "B", "label": "label", **(dirs or {})}
+    roles = ["a", "b"] + (["label"] if require_label or (split_dir / dirs["label"]).is_dir() else [])
+    exts = {e.lower() for e in extensions}
+    names: dict[str, set[str]] = {}
+    problems: list[str] = []
+    for role in roles:
+        folder = split_dir / dirs[role]
+        if not folder.is_dir():
+            raise DatasetError(f"{folder}: folder not found; expected {split_dir}/{{{','.join(dirs[r] for r in roles)}}}/")
+        files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+        names[role] = {p.name for p in files if p.suffix.lower() in exts}
+        problems += [f"{p}: unexpected file; expected extensions {sorted(exts)}" for p in files if p.suffix.lower() not in exts]
+    everything = set().union(*names.values())
+    if not everything:
+        raise DatasetError(f"{split_dir}: empty split; no images with extensions {sorted(exts)} in {[dirs[r] for r in roles]}")
+    for name in sorted(everything):
+        missing = [dirs[r] for r in roles if name not in names[r]]
+        if missing:
+            have = [dirs[r] for r in roles if name in names[r]]
+            hint = ""
+            for r in roles:
+                close = [n for n in names[r] if n.lower() == name.lower() and n != name]
+                if close:
+                    hint = f" (found {dirs[r]}/{close[0]}: names must match exactly, including case)"
+            problems.append(f"{name}: in {'/'.join(have)} but missing from {'/'.join(missing)}{hint}")
+    if problems:
+        raise DatasetError(_problem_list(f"{split_dir}: {len(problems)} problem(s) with the file set:", problems))
+    label_dir = split_dir / dirs["label"] if "label" in roles else None
+    return [
+        Pair(n, split_dir / dirs["a"] / n, split_dir / dirs["b"] / n, label_dir / n if label_dir else None)
+        for n in sorted(everything)
+    ]
+
+
+def _check_pair(pair: Pair) -> str | None:
+    try:
+        sizes = {"A": load_image(pair.a).shape[:2], "B": load_image(pair.b).shape[:2]}
+        if pair.label is not None:
+            sizes["label"] = load_label(pair.label).shape
+    except DatasetError as e:
+        return str(e)
+    if len(set(sizes.values())) > 1:
+        found = ", ".join(f"{k} {w}x{h}" for k, (h, w) in sizes.items())
+        return f"{pair.name}: size mismatch ({found}); A, B and label must have the same width and height"
+    return None
+
+
+def validate_split(pairs: Sequence[Pair], workers: int = 4) -> None:
+    """Decode every file once and check modes, sizes and label values; raise one error listing all problems."""
+    # PIL releases the GIL while decoding, so threads overlap the file reads and inflates.
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        problems = [p for p in pool.map(_check_pair, pairs) if p]
+    if problems:
+        split = pairs[0].a.parent.parent
+        raise DatasetError(_problem_list(f"{split}: {len(problems)} bad pair(s):", problems))
+
+
+class ChangeDetectionDataset(Dataset):
+    """Pairs of one split as dicts ``{"A": (3,H,W), "B": (3,H,W), "mask": (1,H,W) float, "name": str}``.
+
+    ``transform`` receives ``{"A": Image, "B": Image, "mask": Mask}`` (uint8 tv_tensors) and must
+    return the same keys; torchvision's v2 transforms apply one set of random parameters to all
+    three and never interpolate the Mask. Without labels, ``mask`` is absent.
+    """
+
+    def __init__(
+        self,
+        split_dir: str | Path,
+        transform: Callable[[dict], dict] | None = None,
+        dirs: dict[str, str] | None = None,
+        extensions: Sequence[str] = DEFAULT_EXTENSIONS,
+        require_label: bool = True,
+        validate: bool = True,
+    ) -> None:
+        self.split_dir = Path(split_dir)
+        self.pairs = find_pairs(split_dir, dirs, extensions, require_label)
+        if validate:
+            validate_split(self.pairs)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict:
+        pair = self.pairs[index]
+        sample = {
+            "A": tv_tensors.Image(torch.from_numpy(load_image(pair.a)).permute(2, 0, 1)),
+            "B": tv_tensors.Image(torch.from_numpy(load_image(pair.b)).permute(2, 0, 1)),
+        }
+        if pair.label is not None:
+            sample["mask"] = tv_tensors.Mask(torch.from_numpy(load_label(pair.label)).to(torch.uint8)[None])
+        if self.transform is not None:
+            sample = self.transform(sample)
+        out = {k: v.as_subclass(torch.Tensor) for k, v in sample.items()}
+        if "mask" in out:
+            out["mask"] = out["mask"].float()
+        out["name"] = pair.name
+        return out

@@ -1,0 +1,121 @@
+"""Synchronized augmentation for change detection, built on torchvision.transforms.v2.
+
+A sample is ``{"A": Image, "B": Image, "mask": Mask}``. v2 transforms draw their random
+parameters once per call and apply them to every tv_tensor in the sample, and use nearest
+interpolation for ``Mask``, so A, B and the mask stay aligned. Only photometric jitter is drawn
+per date (:class:`PerDate`), because real acquisitions differ in colour independently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class RandomCropUpTo(v2.Transform):
+    """Random ``size`` x ``size`` crop; a side shorter than ``size`` is kept whole, not padded."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        h, w = next(F.get_size(x) for x in flat_inputs if isinstance(x, tv_tensors.Image))
+        ch, cw = min(self.size, h), min(self.size, w)
+        top = int(torch.randint(0, h - ch + 1, ()))
+        left = int(torch.randint(0, w - cw + 1, ()))
+        return {"top": top, "left": left, "height": ch, "width": cw}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        return F.crop(inpt, **params)
+
+
+class RandomRot90(v2.Transform):
+    """Rotate by k * 90 degrees, k uniform in {0, 1, 2, 3}: exact, no interpolation."""
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        return {"k": int(torch.randint(0, 4, ()))}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if params["k"] == 0 or not isinstance(inpt, torch.Tensor):
+            return inpt
+        return tv_tensors.wrap(torch.rot90(inpt, params["k"], dims=(-2, -1)), like=inpt)
+
+
+class RandomSwap(nn.Module):
+    """Swap the two dates with probability p (the label of a symmetric change is unchanged)."""
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, sample: dict) -> dict:
+        if torch.rand(()) < self.p:
+            sample = {**sample, "A": sample["B"], "B": sample["A"]}
+        return sample
+
+
+class PerDate(nn.Module):
+    """Apply ``transform`` to A and to B separately, each with its own random parameters."""
+
+    def __init__(self, transform: nn.Module) -> None:
+        super().__init__()
+        self.transform = transform
+
+    def forward(self, sample: dict) -> dict:
+        return {**sample, "A": self.transform(sample["A"]), "B": self.transform(sample["B"])}
+
+
+def build_transforms(
+    train: bool,
+    resize: int | Sequence[int] | None = None,
+    crop_size: int | None = None,
+    hflip: float = 0.0,
+    vflip: float = 0.0,
+    rot90: bool = False,
+    swap: float = 0.0,
+    color_jitter: dict[str, float] | None = None,
+    mean: Sequence[float] | None = IMAGENET_MEAN,
+    std: Sequence[float] | None = IMAGENET_STD,
+) -> v2.Compose:
+    """The pipeline for one stage. Evaluation only resizes (if asked) and normalises.
+
+    Args:
+        resize: whole-image resize (int = square side, or [H, W]); the seed's way to fit large tiles.
+        crop_size: random square training crop (LEVIR protocol: 256 from 1024 tiles); evaluation
+            then runs on the full image.
+        hflip, vflip: flip probabilities.  rot90: random multiples of 90 degrees.
+        swap: probability of exchanging A and B.
+        color_jitter: ``v2.ColorJitter`` arguments, drawn independently for A and B.
+        mean, std: per-band normalisation after scaling to [0, 1]; ``None`` keeps [0, 1].
+    """
+    steps: list[nn.Module] = []
+    if resize is not None:
+        size = [resize, resize] if isinstance(resize, int) else list(resize)
+        steps.append(v2.Resize(size, antialias=True))
+    if train:
+        if crop_size:
+            steps.append(RandomCropUpTo(crop_size))
+        if hflip:
+            steps.append(v2.RandomHorizontalFlip(hflip))
+        if vflip:
+            steps.append(v2.RandomVerticalFlip(vflip))
+        if rot90:
+            steps.append(RandomRot90())
+        if swap:
+            steps.append(RandomSwap(swap))
+        if color_jitter:
+            steps.append(PerDate(v2.ColorJitter(**color_jitter)))
+    steps.append(v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True))
+    if mean is not None and std is not None:
+        steps.append(v2.Normalize(list(mean), list(std)))
+    return v2.Compose(steps)

@@ -1,0 +1,62 @@
+"""Pure visualisation helpers: arrays in, uint8 RGB image out. Used by training callbacks and predict.py."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+# Okabe-Ito colours, distinguishable with the common colour-vision deficiencies.
+TP_COLOUR = (255, 255, 255)  # change found
+FP_COLOUR = (230, 159, 0)  # false alarm (orange)
+FN_COLOUR = (0, 114, 178)  # missed change (blue)
+
+
+def to_uint8_image(
+    x: np.ndarray, mean: Sequence[float] | None = None, std: Sequence[float] | None = None
+) -> np.ndarray:
+    """Undo normalisation: (C, H, W) float -> (H, W, 3) uint8 (the first three bands)."""
+    x = np.asarray(x, dtype=np.float32)[:3]
+    if mean is not None and std is not None:
+        x = x * np.asarray(std, np.float32)[:, None, None] + np.asarray(mean, np.float32)[:, None, None]
+    x = np.clip(x * 255.0 + 0.5, 0, 255).astype(np.uint8).transpose(1, 2, 0)
+    return np.repeat(x, 3, axis=2) if x.shape[2] == 1 else x
+
+
+def mask_to_rgb(mask: np.ndarray) -> np.ndarray:
+    """(H, W) bool/{0,1} -> (H, W, 3) uint8, change white on black."""
+    return np.repeat((np.asarray(mask) > 0).astype(np.uint8)[..., None] * 255, 3, axis=2)
+
+
+def error_map(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """(H, W) prediction and truth -> (H, W, 3) uint8: TP white, FP orange, FN blue, TN black."""
+    pred, target = np.asarray(pred) > 0, np.asarray(target) > 0
+    out = np.zeros((*pred.shape, 3), np.uint8)
+    out[pred & target] = TP_COLOUR
+    out[pred & ~target] = FP_COLOUR
+    out[~pred & target] = FN_COLOUR
+    return out
+
+
+def sample_panel(a: np.ndarray, b: np.ndarray, target: np.ndarray, pred: np.ndarray, gap: int = 2) -> np.ndarray:
+    """One row A | B | ground truth | prediction from (H, W, 3) uint8 dates and (H, W) masks."""
+    tiles = [a, b, mask_to_rgb(target), mask_to_rgb(pred)]
+    h = a.shape[0]
+    spacer = np.full((h, gap, 3), 128, np.uint8)
+    row = [tiles[0]]
+    for t in tiles[1:]:
+        row += [spacer, t]
+    return np.concatenate(row, axis=1)
+
+
+def stack_rows(rows: Sequence[np.ndarray], gap: int = 2) -> np.ndarray:
+    """Stack equal-width (H_i, W, 3) rows vertically with grey gaps, padding narrower rows."""
+    width = max(r.shape[1] for r in rows)
+    out = []
+    for i, r in enumerate(rows):
+        if r.shape[1] < width:
+            r = np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=128)
+        if i:
+            out.append(np.full((gap, width, 3), 128, np.uint8))
+        out.append(r)
+    return np.concatenate(out, axis=0)

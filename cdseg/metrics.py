@@ -1,0 +1,46 @@
+"""Change-class metrics, accumulated over a whole split with torchmetrics."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    BinaryAccuracy,
+    BinaryCohenKappa,
+    BinaryF1Score,
+    BinaryJaccardIndex,
+    BinaryPrecision,
+    BinaryRecall,
+)
+
+
+class CohenKappa(BinaryCohenKappa):
+    """Cohen's kappa that is 0, not NaN, when chance agreement is 1 (truth and prediction one class)."""
+
+    def compute(self) -> Tensor:
+        return torch.nan_to_num(super().compute(), nan=0.0)
+
+
+def change_metrics(threshold: float = 0.5) -> MetricCollection:
+    """F1, IoU, precision, recall, overall accuracy (OA) and Cohen's kappa of the change class.
+
+    Feed probabilities (not logits) of shape (B, 1, H, W) and integer targets of the same shape.
+    Every metric sums true/false positives/negatives over all pixels of all batches and computes
+    once at the end, so the result is the split-level score, not a mean of per-batch scores.
+    Zero-division rule: a score whose denominator is zero is 0, never NaN (precision with no
+    predicted change, F1/IoU/recall on a split without change, kappa when chance agreement is 1).
+    """
+    # Targets come from validated masks, so the per-update value checks (a torch.unique over
+    # every pixel) are skipped.
+    args = {"threshold": threshold, "validate_args": False}
+    return MetricCollection(
+        {
+            "F1": BinaryF1Score(**args),
+            "IoU": BinaryJaccardIndex(**args),
+            "precision": BinaryPrecision(**args),
+            "recall": BinaryRecall(**args),
+            "OA": BinaryAccuracy(**args),
+            "kappa": CohenKappa(**args),
+        }
+    )

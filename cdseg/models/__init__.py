@@ -1,0 +1,3 @@
+from cdseg.models.siamese_unet import SiameseUNet
+
+__all__ = ["SiameseUNet"]

@@ -1,0 +1,61 @@
+"""Small building blocks shared by the change-detection architectures."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ConvBNReLU(nn.Sequential):
+    """3x3 convolution (no bias: BatchNorm follows), BatchNorm, ReLU."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 3) -> None:
+        super().__init__(
+            nn.Conv2d(in_ch, out_ch, kernel_size, padding=kernel_size // 2, bias=False),
+            nn.BatchNorm2d(out_ch),
+            nn.ReLU(inplace=True),
+        )
+
+
+def double_conv(in_ch: int, out_ch: int) -> nn.Sequential:
+    return nn.Sequential(ConvBNReLU(in_ch, out_ch), ConvBNReLU(out_ch, out_ch))
+
+
+class Encoder(nn.Module):
+    """Four-scale VGG-style encoder.
+
+    Contract: for input (B, C, H, W) with H and W divisible by 8 it returns four feature maps
+    (B, base, H, W), (B, 2*base, H/2, W/2), (B, 4*base, H/4, W/4), (B, 8*base, H/8, W/8).
+    """
+
+    def __init__(self, in_channels: int = 3, base: int = 32) -> None:
+        super().__init__()
+        widths = [base, base * 2, base * 4, base * 8]
+        self.stages = nn.ModuleList()
+        prev = in_channels
+        for w in widths:
+            self.stages.append(double_conv(prev, w))
+            prev = w
+        self.pool = nn.MaxPool2d(2)
+        self.widths = widths
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = []
+        for i, stage in enumerate(self.stages):
+            if i > 0:
+                x = self.pool(x)
+            x = stage(x)
+            feats.append(x)
+        return feats
+
+
+class UpBlock(nn.Module):
+    """Transposed-conv x2 upsampling, concatenation with the skip, two 3x3 convs."""
+
+    def __init__(self, in_ch: int, skip_ch: int, out_ch: int) -> None:
+        super().__init__()
+        self.up = nn.ConvTranspose2d(in_ch, out_ch, kernel_size=2, stride=2)
+        self.conv = double_conv(out_ch + skip_ch, out_ch)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return self.conv(torch.cat([self.up(x), skip], dim=1))

@@ -1,0 +1,83 @@
+"""The one LightningModule: any two-date network, a loss, split-level metrics and the optimiser."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from cdseg.metrics import change_metrics
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
+
+
+class ChangeDetectionModule(L.LightningModule):
+    """Train and evaluate a change-detection network.
+
+    Args:
+        net: ``nn.Module`` with ``forward(a, b) -> (B, 1, H, W)`` logits, for (B, C, H, W) dates.
+        loss: ``loss(logits, mask) -> scalar`` with mask (B, 1, H, W) in {0, 1}.
+        optimizer: partial optimiser (Hydra ``_partial_: true``), called with the parameters.
+        scheduler: optional partial LR scheduler, called with the optimiser; stepped per epoch.
+        threshold: probability above which a pixel is called changed, for the metrics.
+
+    Batches follow one contract for every stage: ``{"A": (B,3,H,W), "B": (B,3,H,W),
+    "mask": (B,1,H,W) float, "name": list[str]}``.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        loss: nn.Module,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        threshold: float = 0.5,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"])
+        self.net = net
+        self.loss = loss
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        metrics = change_metrics(threshold)
+        # One metric object per stage: states never mix between train, val and test.
+        self.train_metrics = metrics.clone(prefix="train/")
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self.net(a, b)
+
+    def _step(self, batch: dict[str, Any], stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self(batch["A"], batch["B"])
+        loss = self.loss(logits, batch["mask"])
+        metrics = getattr(self, f"{stage}_metrics")
+        metrics.update(torch.sigmoid(logits.detach().float()), batch["mask"].long())
+        bs = batch["A"].shape[0]
+        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=bs)
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=bs)
+        return loss, logits
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")[0]
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """(B, 1, H, W) change probabilities."""
+        return torch.sigmoid(self(batch["A"], batch["B"]).float())
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}

@@ -1,0 +1,168 @@
+"""Every bad input fails before training with an error naming the file and what was expected."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cdseg.data import ChangeDetectionDataModule, ChangeDetectionDataset, DatasetError
+
+
+def write(path: Path, array: np.ndarray, mode: str | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array, mode=mode).save(path) if mode else Image.fromarray(array).save(path)
+
+
+def make_split(root: Path, names=("a.png", "b.png"), size=(24, 32), label_values=(0, 255)) -> Path:
+    rng = np.random.default_rng(0)
+    for n in names:
+        write(root / "A" / n, rng.integers(0, 255, (*size, 3), dtype=np.uint8))
+        write(root / "B" / n, rng.integers(0, 255, (*size, 3), dtype=np.uint8))
+        write(root / "label" / n, rng.choice(np.array(label_values, np.uint8), size))
+    return root
+
+
+@pytest.fixture
+def split(tmp_path: Path) -> Path:
+    return make_split(tmp_path / "train")
+
+
+def test_good_split_loads(split: Path) -> None:
+    ds = ChangeDetectionDataset(split)
+    sample = ds[0]
+    assert len(ds) == 2 and sample["name"] == "a.png"
+    assert sample["A"].shape == (3, 24, 32) and sample["mask"].shape == (1, 24, 32)
+    assert set(sample["mask"].unique().tolist()) <= {0.0, 1.0}
+
+
+def test_labels_in_0_1_are_binary(tmp_path: Path) -> None:
+    ds = ChangeDetectionDataset(make_split(tmp_path / "s", label_values=(0, 1)))
+    assert ds[0]["mask"].max() == 1.0
+
+
+@pytest.mark.parametrize("folder", ["A", "B", "label"])
+def test_missing_partner(split: Path, folder: str) -> None:
+    (split / folder / "b.png").unlink()
+    with pytest.raises(DatasetError, match=f"b.png: in .* but missing from {folder}"):
+        ChangeDetectionDataset(split)
+
+
+def test_extra_file_of_another_kind(split: Path) -> None:
+    (split / "A" / "notes.txt").write_text("hi")
+    with pytest.raises(DatasetError, match=r"A/notes.txt: unexpected file; expected extensions"):
+        ChangeDetectionDataset(split)
+
+
+def test_case_mismatch_is_named(split: Path) -> None:
+    (split / "B" / "a.png").rename(split / "B" / "a.PNG")
+    with pytest.raises(DatasetError, match=r"found B/a.PNG: names must match exactly"):
+        ChangeDetectionDataset(split)
+
+
+def test_size_mismatch(split: Path) -> None:
+    write(split / "B" / "a.png", np.zeros((24, 30, 3), np.uint8))
+    with pytest.raises(DatasetError, match=r"a.png: size mismatch \(A 32x24, B 30x24, label 32x24\)"):
+        ChangeDetectionDataset(split)
+
+
+def test_truncated_png(split: Path) -> None:
+    data = (split / "A" / "a.png").read_bytes()
+    (split / "A" / "a.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DatasetError, match=r"A/a.png: unreadable image"):
+        ChangeDetectionDataset(split)
+
+
+def test_zero_byte_file(split: Path) -> None:
+    (split / "label" / "b.png").write_bytes(b"")
+    with pytest.raises(DatasetError, match=r"label/b.png: unreadable image \(empty file"):
+        ChangeDetectionDataset(split)
+
+
+def test_text_file_named_png(split: Path) -> None:
+    (split / "B" / "a.png").write_text("not an image")
+    with pytest.raises(DatasetError, match=r"B/a.png: unreadable image"):
+        ChangeDetectionDataset(split)
+
+
+def test_non_binary_label_lists_values_and_counts(split: Path) -> None:
+    label = np.zeros((24, 32), np.uint8)
+    label[0, :3] = 128
+    label[1, :2] = 255
+    write(split / "label" / "a.png", label)
+    with pytest.raises(DatasetError, match=r"label/a.png: label is not binary.*\{0: 763, 128: 3, 255: 2\}"):
+        ChangeDetectionDataset(split)
+
+
+def test_mixed_0_1_255_label_is_not_binary(split: Path) -> None:
+    write(split / "label" / "a.png", np.array([[0, 1, 255]], np.uint8).repeat(8, 0).repeat(8, 1)[:24, :24])
+    with pytest.raises(DatasetError, match="not binary"):
+        ChangeDetectionDataset(split)
+
+
+def test_colour_label_is_refused_but_grey_rgb_label_accepted(split: Path) -> None:
+    grey = np.zeros((24, 32, 3), np.uint8)
+    grey[:5] = 255
+    write(split / "label" / "a.png", grey)
+    assert ChangeDetectionDataset(split)[0]["mask"][0, :5].all()
+    colour = grey.copy()
+    colour[:5, :, 1] = 0
+    write(split / "label" / "a.png", colour)
+    with pytest.raises(DatasetError, match="colour label"):
+        ChangeDetectionDataset(split)
+
+
+def test_sixteen_bit_image_is_refused(split: Path) -> None:
+    write(split / "A" / "a.png", np.full((24, 32), 1000, np.uint16))
+    with pytest.raises(DatasetError, match=r"A/a.png: unsupported image mode 'I;16'"):
+        ChangeDetectionDataset(split)
+
+
+def test_translucent_rgba_is_refused_opaque_accepted(split: Path) -> None:
+    rgba = np.full((24, 32, 4), 255, np.uint8)
+    write(split / "A" / "a.png", rgba)
+    ChangeDetectionDataset(split)
+    rgba[0, 0, 3] = 0
+    write(split / "A" / "a.png", rgba)
+    with pytest.raises(DatasetError, match=r"A/a.png: RGBA image with transparent pixels"):
+        ChangeDetectionDataset(split)
+
+
+def test_grayscale_image_becomes_three_bands(split: Path) -> None:
+    write(split / "A" / "a.png", np.full((24, 32), 7, np.uint8))
+    assert ChangeDetectionDataset(split)[0]["A"].shape == (3, 24, 32)
+
+
+def test_empty_split_and_missing_folder(tmp_path: Path) -> None:
+    for d in ("A", "B", "label"):
+        (tmp_path / "val" / d).mkdir(parents=True)
+    with pytest.raises(DatasetError, match=r"val: empty split"):
+        ChangeDetectionDataset(tmp_path / "val")
+    shutil.rmtree(tmp_path / "val" / "B")
+    with pytest.raises(DatasetError, match=r"val/B: folder not found"):
+        ChangeDetectionDataset(tmp_path / "val")
+
+
+def test_all_problems_are_listed_at_once(split: Path) -> None:
+    (split / "A" / "a.png").unlink()
+    (split / "B" / "b.png").unlink()
+    with pytest.raises(DatasetError, match=r"2 problem\(s\)") as err:
+        ChangeDetectionDataset(split)
+    assert "a.png" in str(err.value) and "b.png" in str(err.value)
+
+
+def test_folder_names_and_extensions_are_configurable(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for n in ("x.tif", "y.tif"):
+        write(tmp_path / "test" / "im1" / n, rng.integers(0, 255, (16, 16, 3), dtype=np.uint8))
+        write(tmp_path / "test" / "im2" / n, rng.integers(0, 255, (16, 16, 3), dtype=np.uint8))
+        write(tmp_path / "test" / "OUT" / n, rng.choice(np.array([0, 255], np.uint8), (16, 16)))
+    ds = ChangeDetectionDataset(tmp_path / "test", dirs={"a": "im1", "b": "im2", "label": "OUT"}, extensions=[".tif"])
+    assert len(ds) == 2 and ds[1]["name"] == "y.tif"
+
+
+def test_datamodule_names_a_missing_root(tmp_path: Path) -> None:
+    dm = ChangeDetectionDataModule(str(tmp_path / "nowhere"))
+    with pytest.raises(DatasetError, match="nowhere: dataset root not found"):
+        dm.setup("fit")

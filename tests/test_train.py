@@ -1,0 +1,145 @@
+"""train.py through the real composed config, shrunk to seconds."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from cdseg.baseline import evaluate as baseline
+from cdseg.data.synthetic import SyntheticSpec, generate
+from tests.conftest import ROOT, tiny_overrides
+from train import _cpu_has_native_bf16, train
+
+METRICS = {"F1", "IoU", "precision", "recall", "OA", "kappa", "loss"}
+
+
+def test_fast_dev_run(make_cfg, tmp_path: Path) -> None:
+    results = train(make_cfg("+trainer.fast_dev_run=true"))
+    assert {k.split("/")[1] for k in results["test"]} == METRICS
+    assert (tmp_path / "run" / "config.yaml").exists()
+
+
+def test_run_folder_holds_config_logs_checkpoints_and_metrics(make_cfg, tmp_path: Path) -> None:
+    results = train(make_cfg("trainer.max_epochs=2"))
+    run = tmp_path / "run"
+    saved = json.loads((run / "metrics.json").read_text())
+    assert saved == json.loads(json.dumps(results))
+    assert {k.split("/")[1] for k in saved["val"]} == METRICS and {k.split("/")[1] for k in saved["test"]} == METRICS
+    assert Path(saved["best_checkpoint"]).parent == run / "checkpoints"
+    assert (run / "checkpoints" / "last.ckpt").exists()
+    assert OmegaConf.load(run / "config.yaml").model.base == 4
+    events = list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert events, "no TensorBoard event file"
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0}).Reload()
+    tags = acc.Tags()
+    assert {"val/F1", "val/kappa", "train/loss_epoch", "test/F1"} <= set(tags["scalars"])
+    assert "val/samples" in tags["images"]
+    assert len(acc.Images("val/samples")) == 3  # 2 epochs + the re-validation of the best checkpoint
+
+
+def test_resume_from_last_checkpoint(make_cfg, tmp_path: Path) -> None:
+    train(make_cfg("trainer.max_epochs=1", out=tmp_path / "first"))
+    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    first_epoch = torch.load(last, map_location="cpu", weights_only=True)["epoch"]
+    train(make_cfg("trainer.max_epochs=2", f"ckpt_path={last}", out=tmp_path / "second"))
+    resumed = torch.load(tmp_path / "second" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert resumed["epoch"] == first_epoch + 1
+    assert resumed["global_step"] == 2 * torch.load(last, map_location="cpu", weights_only=True)["global_step"]
+
+
+def test_missing_resume_checkpoint_is_an_error(make_cfg, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nope.ckpt: no such checkpoint"):
+        train(make_cfg(f"ckpt_path={tmp_path}/nope.ckpt"))
+
+
+def test_fp16_request_falls_back_on_cpu(make_cfg, capsys) -> None:
+    cfg = make_cfg("+trainer.fast_dev_run=true", "trainer.precision=16-mixed", "model.base=8")
+    results = train(cfg)
+    expected = "bf16-mixed" if _cpu_has_native_bf16() else "32-true"
+    assert cfg.trainer.precision == expected
+    assert f"using {expected}" in capsys.readouterr().err
+    assert all(v == v for v in results["test"].values())  # no NaN
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "model.fusion=diff",
+        "optimizer.lr=0.01",
+        "seed=3",
+        "logger=csv",
+        "callbacks=early_stopping",
+        "trainer=debug",
+        "scheduler=none",
+        "data.num_workers=2",
+    ],
+)
+def test_user_overrides_compose_and_run(make_cfg, override: str) -> None:
+    results = train(make_cfg("+trainer.fast_dev_run=true", override))
+    assert "test/F1" in results["test"]
+
+
+def test_levir_seed_experiment_composes_the_tutorial_recipe() -> None:
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=levir_seed", "data.root=/x"])
+    assert cfg.data.root == "/x" and cfg.data.resize == 512 and cfg.data.crop_size is None
+    assert cfg.data.batch_size == 8 and cfg.data.hflip == 0.5 and cfg.data.vflip == 0
+    assert (cfg.optimizer.lr, cfg.optimizer.weight_decay) == (3e-4, 1e-4)
+    assert not cfg.scheduler and cfg.trainer.max_epochs == 20 and cfg.trainer.precision == "16-mixed"
+    assert cfg.model.base == 32
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_levir_without_root_is_a_clear_error(tmp_path: Path) -> None:
+    proc = run_cli("data=levir", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "data.root" in proc.stderr
+
+
+def test_multirun_makes_one_folder_per_job(tiny_data: Path, tmp_path: Path) -> None:
+    overrides = [o for o in tiny_overrides(tiny_data, tmp_path) if not o.startswith(("paths.", "model.base"))]
+    proc = run_cli(
+        "-m",
+        "model.base=2,4",
+        *overrides,
+        "+trainer.fast_dev_run=true",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = sorted((tmp_path / "sweep").glob("[0-9]*"))
+    assert [j.name for j in jobs] == ["0", "1"]
+    assert [OmegaConf.load(j / "config.yaml").model.base for j in jobs] == [2, 4]
+    assert all((j / "metrics.json").exists() for j in jobs)
+
+
+def test_tiny_run_beats_the_classical_baseline(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    generate(data, SyntheticSpec(size=64, train=96, val=16, test=32, seed=7))
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                *tiny_overrides(data, tmp_path / "run"),
+                "data.crop_size=null",
+                "model.base=8",
+                "trainer.max_epochs=10",
+                "optimizer.lr=3e-3",
+            ],
+        )
+    f1 = train(cfg)["test"]["test/F1"]
+    base = baseline(str(data), "test")["F1"]
+    print(f"trained F1 {f1:.3f} vs change-vector + Otsu F1 {base:.3f}")
+    assert f1 > base + 0.15

@@ -1,0 +1,80 @@
+import pytest
+import torch
+from torchvision import tv_tensors
+
+from cdseg.data.transforms import build_transforms
+
+
+def coded_sample(h: int = 40, w: int = 56) -> dict:
+    """A and B encode each pixel's (row, col); the mask is a function of them, so alignment is checkable."""
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    a = torch.stack([yy, xx, torch.full_like(yy, 10)]).to(torch.uint8)
+    b = torch.stack([yy, xx, torch.full_like(yy, 200)]).to(torch.uint8)
+    mask = ((yy + 2 * xx) % 5 == 0).to(torch.uint8)[None]
+    return {"A": tv_tensors.Image(a), "B": tv_tensors.Image(b), "mask": tv_tensors.Mask(mask)}
+
+
+def check_aligned(out: dict, a_code: int = 10, b_code: int = 200) -> None:
+    a, b, m = (out[k].as_subclass(torch.Tensor) for k in ("A", "B", "mask"))
+    scale = 255.0 if a.is_floating_point() else 1.0
+    a, b = (a * scale).round().long(), (b * scale).round().long()
+    assert torch.equal(a[:2], b[:2]), "A and B were transformed differently"
+    assert (a[2] == a_code).all() and (b[2] == b_code).all()
+    expected = ((a[0] + 2 * a[1]) % 5 == 0).to(m.dtype)
+    assert torch.equal(m[0], expected), "mask moved differently from the images"
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_geometry_keeps_a_b_and_mask_aligned(seed: int) -> None:
+    torch.manual_seed(seed)
+    t = build_transforms(True, crop_size=24, hflip=0.5, vflip=0.5, rot90=True, mean=None, std=None)
+    out = t(coded_sample())
+    assert out["A"].shape[-2:] == (24, 24) and out["mask"].shape[-2:] == (24, 24)
+    check_aligned(out)
+
+
+def test_geometry_is_actually_random() -> None:
+    t = build_transforms(True, crop_size=24, hflip=0.5, vflip=0.5, rot90=True, mean=None, std=None)
+    corners = set()
+    for seed in range(20):
+        torch.manual_seed(seed)
+        a = t(coded_sample())["A"]
+        corners.add((int(a[0, 0, 0] * 255), int(a[1, 0, 0] * 255)))
+    assert len(corners) > 5
+
+
+def test_swap_exchanges_dates_only() -> None:
+    out = build_transforms(True, swap=1.0, mean=None, std=None)(coded_sample())
+    check_aligned(out, a_code=200, b_code=10)
+
+
+def test_colour_jitter_is_drawn_per_date_and_leaves_geometry() -> None:
+    torch.manual_seed(0)
+    t = build_transforms(True, hflip=1.0, color_jitter={"brightness": 0.5}, mean=None, std=None)
+    sample = coded_sample()
+    ratios = []
+    out = t(sample)
+    for key in ("A", "B"):
+        ratios.append(float(out[key][2].mean() * 255 / sample[key][2].float().mean()))
+    assert abs(ratios[0] - ratios[1]) > 1e-3, "A and B got the same jitter"
+    assert torch.equal(out["mask"], sample["mask"].flip(-1))
+
+
+def test_resize_uses_nearest_for_the_mask() -> None:
+    out = build_transforms(False, resize=[17, 23])(coded_sample())
+    assert out["A"].shape == (3, 17, 23) and out["mask"].shape == (1, 17, 23)
+    assert set(out["mask"].unique().tolist()) <= {0, 1}
+
+
+def test_image_smaller_than_crop_is_used_whole() -> None:
+    out = build_transforms(True, crop_size=256, mean=None, std=None)(coded_sample(40, 56))
+    assert out["A"].shape[-2:] == (40, 56)
+    check_aligned(out)
+
+
+def test_normalisation_applies_to_images_not_mask() -> None:
+    sample = coded_sample()
+    out = build_transforms(False, mean=[0.5] * 3, std=[0.25] * 3)(sample)
+    assert out["A"].dtype == torch.float32
+    assert torch.allclose(out["A"][2], torch.full_like(out["A"][2], (10 / 255 - 0.5) / 0.25))
+    assert torch.equal(out["mask"], sample["mask"])
