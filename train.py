@@ -20,6 +20,7 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -161,7 +162,7 @@ def _print_summary(results: dict[str, Any]) -> None:
 def main(cfg: DictConfig) -> float | None:
     try:
         results = train(cfg)
-    except (ConfigError, DatasetError, FileNotFoundError, FileExistsError) as e:
+    except (ConfigError, DatasetError, FileNotFoundError, FileExistsError, InstantiationException) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(1) from None
     return results["val"].get(cfg.optimized_metric)

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import torch
 
-from cdseg.data.dataset import ChangeDetectionDataset
+from cdseg.data.dataset import ChangeDetectionDataset, DatasetError
 from cdseg.metrics import change_metrics
 
 
@@ -44,7 +44,10 @@ def main() -> None:
     parser.add_argument("root", help="dataset root holding <split>/{A,B,label}")
     parser.add_argument("--split", default="test")
     args = parser.parse_args()
-    print(json.dumps(evaluate(args.root, args.split), indent=2))
+    try:
+        print(json.dumps(evaluate(args.root, args.split), indent=2))
+    except DatasetError as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 if __name__ == "__main__":

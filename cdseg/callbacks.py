@@ -41,7 +41,7 @@ class SamplePanels(L.Callback):
                 to_uint8_image(batch["A"][i].numpy(), mean, std),
                 to_uint8_image(batch["B"][i].numpy(), mean, std),
                 batch["mask"][i, 0].numpy(),
-                probs[i, 0].cpu().numpy() >= threshold,
+                probs[i, 0].cpu().numpy() > threshold,  # as torchmetrics,
             )
             for i in range(n)
         ]

@@ -162,6 +162,21 @@ def test_folder_names_and_extensions_are_configurable(tmp_path: Path) -> None:
     assert len(ds) == 2 and ds[1]["name"] == "y.tif"
 
 
+def test_mixed_sizes_that_cannot_share_a_batch_fail_at_setup(tmp_path: Path) -> None:
+    make_split(tmp_path / "train", names=("a.png",), size=(24, 32))
+    make_split(tmp_path / "train", names=("b.png",), size=(40, 40))
+    make_split(tmp_path / "val", names=("a.png",), size=(24, 32))
+    make_split(tmp_path / "val", names=("b.png",), size=(40, 40))
+    with pytest.raises(DatasetError, match=r"train: images of different sizes.*32x24 \(a.png\), 40x40 \(b.png\)"):
+        ChangeDetectionDataModule(str(tmp_path), batch_size=2).setup("fit")
+    # A crop no larger than the smallest side makes training batchable; evaluation still is not.
+    with pytest.raises(DatasetError, match=r"val: images of different sizes.*data.eval_batch_size=1"):
+        ChangeDetectionDataModule(str(tmp_path), batch_size=2, crop_size=16).setup("fit")
+    dm = ChangeDetectionDataModule(str(tmp_path), batch_size=2, crop_size=16, eval_batch_size=1)
+    dm.setup("fit")
+    assert next(iter(dm.train_dataloader()))["A"].shape == (2, 3, 16, 16)
+
+
 def test_datamodule_names_a_missing_root(tmp_path: Path) -> None:
     dm = ChangeDetectionDataModule(str(tmp_path / "nowhere"))
     with pytest.raises(DatasetError, match="nowhere: dataset root not found"):

@@ -42,6 +42,7 @@ def test_run_folder_holds_config_logs_checkpoints_and_metrics(make_cfg, tmp_path
     assert {"val/F1", "val/kappa", "train/loss_epoch", "test/F1"} <= set(tags["scalars"])
     assert "val/samples" in tags["images"]
     assert len(acc.Images("val/samples")) == 3  # 2 epochs + the re-validation of the best checkpoint
+    assert "hp/test/F1" in tags["scalars"] and acc.PluginTagToContent("hparams")
 
 
 def test_resume_from_last_checkpoint(make_cfg, tmp_path: Path) -> None:
@@ -69,21 +70,36 @@ def test_fp16_request_falls_back_on_cpu(make_cfg, capsys) -> None:
 
 
 @pytest.mark.parametrize(
-    "override",
-    [
-        "model.fusion=diff",
-        "optimizer.lr=0.01",
-        "seed=3",
-        "logger=csv",
-        "callbacks=early_stopping",
-        "trainer=debug",
-        "scheduler=none",
-        "data.num_workers=2",
-    ],
+    "override", ["model.fusion=diff", "optimizer.lr=0.01", "seed=3", "scheduler=none", "data.num_workers=2"]
 )
-def test_user_overrides_compose_and_run(make_cfg, override: str) -> None:
+def test_user_overrides_reach_the_run(make_cfg, tmp_path: Path, override: str) -> None:
     results = train(make_cfg("+trainer.fast_dev_run=true", override))
+    key, value = override.split("=")
+    saved = OmegaConf.load(tmp_path / "run" / "config.yaml")
+    assert str(OmegaConf.select(saved, key)) == value or (key == "scheduler" and not saved.scheduler)
     assert "test/F1" in results["test"]
+
+
+def test_csv_logger_writes_metrics(make_cfg, tmp_path: Path) -> None:
+    train(make_cfg("logger=csv"))
+    header = (tmp_path / "run" / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"val/F1", "test/F1", "train/loss_epoch"} <= set(header)
+
+
+def test_early_stopping_stops(make_cfg, tmp_path: Path) -> None:
+    # At lr 0 the score never improves, so patience 1 ends a 6-epoch run after 2 epochs.
+    overrides = ["callbacks=early_stopping", "callbacks.early_stopping.patience=1", "optimizer.lr=0", "logger=csv"]
+    train(make_cfg(*overrides, "trainer.max_epochs=6", "scheduler=none"))
+    rows = (tmp_path / "run" / "csv" / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    epochs = {r.split(",")[header.index("epoch")] for r in rows[1:] if r.split(",")[header.index("train/loss_epoch")]}
+    assert len(epochs) == 2
+
+
+def test_debug_trainer_limits_batches(make_cfg) -> None:
+    results = train(make_cfg("trainer=debug"))
+    ckpt = torch.load(Path(results["output_dir"]) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 3 and ckpt["epoch"] == 0
 
 
 def test_levir_seed_experiment_composes_the_tutorial_recipe() -> None:
@@ -105,7 +121,13 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_levir_without_root_is_a_clear_error(tmp_path: Path) -> None:
     proc = run_cli("data=levir", cwd=tmp_path)
     assert proc.returncode == 1
-    assert "data.root" in proc.stderr
+    assert "missing required value(s): data.root" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bad_model_option_is_a_clear_error(tiny_data: Path, tmp_path: Path) -> None:
+    proc = run_cli(*tiny_overrides(tiny_data, tmp_path / "run"), "model.fusion=sum", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "model.fusion must be one of" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_multirun_makes_one_folder_per_job(tiny_data: Path, tmp_path: Path) -> None:

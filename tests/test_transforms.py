@@ -33,6 +33,14 @@ def test_random_geometry_keeps_a_b_and_mask_aligned(seed: int) -> None:
     check_aligned(out)
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_rot90_keeps_non_square_shapes(seed: int) -> None:
+    torch.manual_seed(seed)
+    out = build_transforms(True, rot90=True, mean=None, std=None)(coded_sample(40, 56))
+    assert out["A"].shape[-2:] == (40, 56)
+    check_aligned(out)
+
+
 def test_geometry_is_actually_random() -> None:
     t = build_transforms(True, crop_size=24, hflip=0.5, vflip=0.5, rot90=True, mean=None, std=None)
     corners = set()

@@ -62,6 +62,8 @@ class ChangeDetectionDataModule(L.LightningDataModule):
         self.splits = {"train": "train", "val": "val", "test": "test", **(splits or {})}
         self.dirs = dirs
         self.extensions = tuple(extensions)
+        self.crop_size = crop_size
+        self.resize = resize
         self.synthetic = synthetic
         self.mean, self.std = mean, std
         norm = {"mean": mean, "std": std, "resize": resize}
@@ -85,10 +87,30 @@ class ChangeDetectionDataModule(L.LightningDataModule):
             if not self.has_split(stage):
                 raise DatasetError(f"{self.root / self.splits[stage]}: {stage} split not found")
             transform = self.train_transform if stage == "train" else self.eval_transform
-            self.datasets[stage] = ChangeDetectionDataset(
-                self.root / self.splits[stage], transform, self.dirs, self.extensions
-            )
+            dataset = ChangeDetectionDataset(self.root / self.splits[stage], transform, self.dirs, self.extensions)
+            self._check_batchable(stage, dataset)
+            self.datasets[stage] = dataset
         return self.datasets[stage]
+
+    def _check_batchable(self, stage: str, dataset: ChangeDetectionDataset) -> None:
+        """Samples of one batch must share a shape: refuse a mixed-size split before training, not mid-epoch."""
+        batch_size = self.batch_size if stage == "train" else self.eval_batch_size
+        if batch_size == 1 or self.resize is not None or not dataset.sizes:
+            return
+        sizes = dataset.sizes
+        if stage == "train" and self.crop_size:
+            sizes = [(min(h, self.crop_size), min(w, self.crop_size)) for h, w in sizes]
+        shapes: dict[tuple[int, int], str] = {}
+        for pair, size in zip(dataset.pairs, sizes, strict=True):
+            shapes.setdefault(size, pair.name)
+        if len(shapes) > 1:
+            found = ", ".join(f"{w}x{h} ({name})" for (h, w), name in list(shapes.items())[:4])
+            key = "data.batch_size" if stage == "train" else "data.eval_batch_size"
+            fix = "a data.crop_size no larger than the smallest image, " if stage == "train" else ""
+            raise DatasetError(
+                f"{dataset.split_dir}: images of different sizes cannot share a batch: {found}. "
+                f"Use {fix}data.resize, or {key}=1."
+            )
 
     def setup(self, stage: str) -> None:
         # Fitting also checks the test split, so a bad test file fails before training, not after.

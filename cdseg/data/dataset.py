@@ -24,6 +24,9 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
+# Remote-sensing scenes are routinely larger than PIL's decompression-bomb limit (~89 Mpx).
+Image.MAX_IMAGE_PIXELS = None
+
 DEFAULT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 _MAX_LISTED = 10  # problems listed in one error message
 
@@ -142,27 +145,37 @@ def find_pairs(
     ]
 
 
-def _check_pair(pair: Pair) -> str | None:
+def _check_pair(pair: Pair) -> tuple[str | None, tuple[int, int]]:
+    """(problem or None, (H, W) of the pair)."""
     try:
         sizes = {"A": load_image(pair.a).shape[:2], "B": load_image(pair.b).shape[:2]}
         if pair.label is not None:
             sizes["label"] = load_label(pair.label).shape
     except DatasetError as e:
-        return str(e)
+        return str(e), (0, 0)
     if len(set(sizes.values())) > 1:
         found = ", ".join(f"{k} {w}x{h}" for k, (h, w) in sizes.items())
-        return f"{pair.name}: size mismatch ({found}); A, B and label must have the same width and height"
-    return None
+        return f"{pair.name}: size mismatch ({found}); A, B and label must have the same width and height", (0, 0)
+    return None, sizes["A"]
 
 
-def validate_split(pairs: Sequence[Pair], workers: int = 4) -> None:
-    """Decode every file once and check modes, sizes and label values; raise one error listing all problems."""
+def validate_split(pairs: Sequence[Pair], workers: int = 4) -> list[tuple[int, int]]:
+    """Decode every file once and check modes, sizes and label values.
+
+    Returns:
+        the (H, W) of every pair.
+
+    Raises:
+        DatasetError: one error listing every bad pair.
+    """
     # PIL releases the GIL while decoding, so threads overlap the file reads and inflates.
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        problems = [p for p in pool.map(_check_pair, pairs) if p]
+        checked = list(pool.map(_check_pair, pairs))
+    problems = [p for p, _ in checked if p]
     if problems:
         split = pairs[0].a.parent.parent
         raise DatasetError(_problem_list(f"{split}: {len(problems)} bad pair(s):", problems))
+    return [size for _, size in checked]
 
 
 class ChangeDetectionDataset(Dataset):
@@ -184,8 +197,8 @@ class ChangeDetectionDataset(Dataset):
     ) -> None:
         self.split_dir = Path(split_dir)
         self.pairs = find_pairs(split_dir, dirs, extensions, require_label)
-        if validate:
-            validate_split(self.pairs)
+        # (H, W) of each pair, known after validation.
+        self.sizes = validate_split(self.pairs) if validate else None
         self.transform = transform
 
     def __len__(self) -> int:

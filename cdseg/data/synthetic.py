@@ -195,6 +195,8 @@ def generate(root: str | Path, spec: SyntheticSpec) -> None:
     """Write the dataset described by ``spec`` to ``root`` (which must not exist)."""
     root = Path(root)
     for split_id, split in enumerate(("train", "val", "test")):
+        if getattr(spec, split) == 0:
+            continue  # no folder: an absent split is skipped, an empty one is an error
         for sub in ("A", "B", "label"):
             (root / split / sub).mkdir(parents=True, exist_ok=True)
         for i in range(getattr(spec, split)):

@@ -40,10 +40,16 @@ class RandomCropUpTo(v2.Transform):
 
 
 class RandomRot90(v2.Transform):
-    """Rotate by k * 90 degrees, k uniform in {0, 1, 2, 3}: exact, no interpolation."""
+    """Rotate by k * 90 degrees, k uniform in {0, 1, 2, 3}: exact, no interpolation.
+
+    A non-square input only turns by 0 or 180 degrees, so every sample keeps its shape and
+    batches of equal-shaped crops still stack.
+    """
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-        return {"k": int(torch.randint(0, 4, ()))}
+        h, w = next(F.get_size(x) for x in flat_inputs if isinstance(x, tv_tensors.Image))
+        k = int(torch.randint(0, 4, ()))
+        return {"k": k if h == w else 2 * (k % 2)}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if params["k"] == 0 or not isinstance(inpt, torch.Tensor):
