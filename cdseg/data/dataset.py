@@ -79,8 +79,11 @@ def load_image(path: Path) -> np.ndarray:
     )
 
 
-def load_label(path: Path) -> np.ndarray:
-    """Read a label as (H, W) bool, True = change, following the pixel rules above."""
+def load_label(path: Path, check: bool = True) -> np.ndarray:
+    """Read a label as (H, W) bool, True = change, following the pixel rules above.
+
+    ``check=False`` skips the value check (a pass over every pixel) for labels already validated.
+    """
     img = _read(path)
     arr = np.asarray(img)
     if img.mode == "P":
@@ -89,6 +92,8 @@ def load_label(path: Path) -> np.ndarray:
         if not (arr[..., :3] == arr[..., :1]).all():
             raise DatasetError(f"{path}: colour label (its RGB bands differ); expected a single-band mask")
         arr = arr[..., 0]
+    if not check:
+        return arr > 0
     values = np.unique(arr)
     if not (set(values.tolist()) <= {0, 255} or set(values.tolist()) <= {0, 1}):
         counts = {int(v): int((arr == v).sum()) for v in values[:20]}
@@ -211,7 +216,8 @@ class ChangeDetectionDataset(Dataset):
             "B": tv_tensors.Image(torch.from_numpy(load_image(pair.b)).permute(2, 0, 1)),
         }
         if pair.label is not None:
-            sample["mask"] = tv_tensors.Mask(torch.from_numpy(load_label(pair.label)).to(torch.uint8)[None])
+            label = load_label(pair.label, check=self.sizes is None)
+            sample["mask"] = tv_tensors.Mask(torch.from_numpy(label).to(torch.uint8)[None])
         if self.transform is not None:
             sample = self.transform(sample)
         out = {k: v.as_subclass(torch.Tensor) for k, v in sample.items()}
