@@ -11,9 +11,7 @@ Every run writes to its own folder: the composed config, TensorBoard logs, check
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,20 +24,12 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cdseg.data import DatasetError
+from cdseg.io import write_text
 from cdseg.module import ChangeDetectionModule
 
 
 class ConfigError(ValueError):
     """A configuration that cannot run as composed."""
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path`` and rename it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 def _cpu_only(cfg: DictConfig) -> bool:
@@ -94,7 +84,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if ckpt_path and not Path(ckpt_path).is_file():
         raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file; nothing to resume from")
     _fix_precision(cfg)
-    write_atomic(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
     datamodule = instantiate(cfg.data)
     module = ChangeDetectionModule(
@@ -103,6 +93,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         threshold=cfg.threshold,
+        run_config=OmegaConf.to_container(cfg, resolve=True),
     )
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
@@ -127,7 +118,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         results["test"] = _scalars(test, "test/")
 
     if trainer.is_global_zero:
-        write_atomic(out / "metrics.json", json.dumps(results, indent=2) + "\n")
+        write_text(out / "metrics.json", json.dumps(results, indent=2) + "\n")
         hparams = _flat(OmegaConf.to_container(cfg, resolve=True))
         for lg in trainer.loggers:
             if isinstance(lg, TensorBoardLogger):

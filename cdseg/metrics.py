@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 from torchmetrics import MetricCollection
@@ -44,3 +45,33 @@ def change_metrics(threshold: float = 0.5) -> MetricCollection:
             "kappa": CohenKappa(**args),
         }
     )
+
+
+def pixel_counts(pred: np.ndarray, target: np.ndarray) -> dict[str, int]:
+    """TP, FP, FN, TN of boolean (H, W) prediction and truth."""
+    pred, target = np.asarray(pred, bool), np.asarray(target, bool)
+    return {
+        "TP": int(np.count_nonzero(pred & target)),
+        "FP": int(np.count_nonzero(pred & ~target)),
+        "FN": int(np.count_nonzero(~pred & target)),
+        "TN": int(np.count_nonzero(~pred & ~target)),
+    }
+
+
+def scores_from_counts(TP: int, FP: int, FN: int, TN: int) -> dict[str, float]:  # noqa: N803 (the usual names)
+    """The metrics of :func:`change_metrics` from pixel counts, with the same zero-division rule."""
+
+    def ratio(num: float, den: float) -> float:
+        return num / den if den else 0.0
+
+    n = TP + FP + FN + TN
+    oa = ratio(TP + TN, n)
+    chance = ratio((TP + FP) * (TP + FN) + (FN + TN) * (FP + TN), n * n)
+    return {
+        "F1": ratio(2 * TP, 2 * TP + FP + FN),
+        "IoU": ratio(TP, TP + FP + FN),
+        "precision": ratio(TP, TP + FP),
+        "recall": ratio(TP, TP + FN),
+        "OA": oa,
+        "kappa": ratio(oa - chance, 1 - chance),
+    }

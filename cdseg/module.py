@@ -24,6 +24,8 @@ class ChangeDetectionModule(L.LightningModule):
         optimizer: partial optimiser (Hydra ``_partial_: true``), called with the parameters.
         scheduler: optional partial LR scheduler, called with the optimiser; stepped per epoch.
         threshold: probability above which a pixel is called changed, for the metrics.
+        run_config: the resolved run configuration, stored in every checkpoint so that predict.py
+            can rebuild the network and its input normalisation from the checkpoint alone.
 
     Batches follow one contract for every stage: ``{"A": (B,3,H,W), "B": (B,3,H,W),
     "mask": (B,1,H,W) float, "name": list[str]}``.
@@ -36,9 +38,12 @@ class ChangeDetectionModule(L.LightningModule):
         optimizer: OptimizerFactory,
         scheduler: SchedulerFactory | None = None,
         threshold: float = 0.5,
+        run_config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"])
+        # Plain data only (no objects), so checkpoints load with torch.load(weights_only=True).
+        # train.py logs the full config with the final metrics itself, hence logger=False.
+        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"], logger=False)
         self.net = net
         self.loss = loss
         self.optimizer_factory = optimizer

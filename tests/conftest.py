@@ -38,12 +38,25 @@ def tiny_overrides(data_root: Path, out_dir: Path) -> list[str]:
     ]
 
 
+def compose_train(*overrides: str) -> DictConfig:
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One short training run on the tiny data, shared by the prediction tests: train()'s results."""
+    from train import train
+
+    out = tmp_path_factory.mktemp("trained") / "run"
+    return train(compose_train(*tiny_overrides(tiny_data, out), "trainer.max_epochs=2", "model.base=8"))
+
+
 @pytest.fixture
 def make_cfg(tiny_data: Path, tmp_path: Path) -> Callable[..., DictConfig]:
     """Compose conf/train.yaml as a user would, on the tiny data, writing into tmp_path."""
 
     def _make(*overrides: str, out: Path | None = None) -> DictConfig:
-        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            return compose("train", overrides=[*tiny_overrides(tiny_data, out or tmp_path / "run"), *overrides])
+        return compose_train(*tiny_overrides(tiny_data, out or tmp_path / "run"), *overrides)
 
     return _make

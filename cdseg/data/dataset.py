@@ -50,6 +50,8 @@ def _problem_list(header: str, problems: Sequence[str]) -> str:
 
 
 def _read(path: Path) -> Image.Image:
+    if not path.is_file():
+        raise DatasetError(f"{path}: file not found")
     try:
         img = Image.open(path)
         img.load()  # decode fully: truncated files fail here, not in a worker later

@@ -60,3 +60,17 @@ def stack_rows(rows: Sequence[np.ndarray], gap: int = 2) -> np.ndarray:
             out.append(np.full((gap, width, 3), 128, np.uint8))
         out.append(r)
     return np.concatenate(out, axis=0)
+
+
+def overlay(
+    image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int] = (255, 40, 40), alpha: float = 0.35
+) -> np.ndarray:
+    """Tint the changed pixels of (H, W, 3) uint8 ``image`` and draw their outline (1 px) in ``colour``."""
+    mask = np.asarray(mask) > 0
+    out = image.astype(np.float32)
+    out[mask] = (1 - alpha) * out[mask] + alpha * np.asarray(colour, np.float32)
+    # Outline: changed pixels with at least one unchanged 4-neighbour.
+    padded = np.pad(mask, 1, mode="edge")
+    interior = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    out[mask & ~interior] = colour
+    return out.round().astype(np.uint8)

@@ -1,0 +1,215 @@
+"""predict.py: tiled inference, outputs, metrics that match training's test path, and its guards."""
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from PIL import Image
+
+from cdseg.inference.checkpoint import CheckpointError, load_checkpoint
+from cdseg.inference.tiling import sliding_window
+from cdseg.metrics import scores_from_counts
+from predict import PredictError, predict
+from tests.conftest import ROOT, SHARED_DATA
+
+
+def predict_cfg(*overrides: str):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("predict", overrides=list(overrides))
+
+
+class SmallField(torch.nn.Module):
+    """Two 3x3 convolutions: each output pixel sees 2 px around it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = torch.nn.Sequential(
+            torch.nn.Conv2d(6, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 1, 3, padding=1)
+        )
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.net(torch.cat([a, b], 1)))
+
+
+@pytest.mark.parametrize("size", [1024, 1000, 257, 40])
+@pytest.mark.parametrize("blend", ["gaussian", "mean"])
+def test_tiles_equal_whole_image_when_the_field_fits_the_overlap(size: int, blend: str) -> None:
+    net = SmallField()
+    a, b = torch.randn(3, size, size), torch.randn(3, size, size)
+    with torch.no_grad():
+        whole = net(a[None], b[None])[0, 0]
+    tiled = sliding_window(net, a, b, tile_size=128, overlap=16, batch_size=8, blend=blend)
+    assert tiled.shape == (size, size)
+    assert torch.allclose(tiled, whole, atol=1e-5)
+
+
+def test_tiles_of_the_real_network_agree_with_the_whole_image(trained_run: dict) -> None:
+    net, _ = load_checkpoint(trained_run["best_checkpoint"])
+    torch.manual_seed(0)
+    a, b = torch.randn(3, 300, 300), torch.randn(3, 300, 300)
+    b[:, 100:160, 80:200] += 2
+    with torch.no_grad():
+        whole = torch.sigmoid(net(a[None], b[None]))[0, 0]
+    tiled = sliding_window(lambda x, y: torch.sigmoid(net(x, y)), a, b, tile_size=128, overlap=48, batch_size=4)
+    # The U-Net sees far beyond the overlap, so seams differ slightly; away from them it agrees.
+    interior = (tiled - whole).abs()[8:-8, 8:-8]
+    assert interior.median() < 1e-4 and interior.max() < 0.1
+    assert ((tiled > 0.5) == (whole > 0.5)).float().mean() > 0.999
+
+
+def test_outputs_and_metrics_match_training_and_the_written_masks(
+    trained_run: dict, tiny_data: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "pred"
+    summary = predict(
+        predict_cfg(
+            f"ckpt_path={trained_run['output_dir']}", f"input={tiny_data / 'test'}", f"output={out}", "save_probs=png"
+        )
+    )
+    names = sorted(p.name for p in (tiny_data / "test" / "A").iterdir())
+    for sub in ("mask", "overlay", "error", "probs"):
+        assert sorted(p.name for p in (out / sub).iterdir()) == names
+    saved = json.loads((out / "metrics.json").read_text())
+    # 1. The test metrics train.py reported for the same checkpoint and data.
+    for k in ("F1", "IoU", "precision", "recall", "OA", "kappa"):
+        assert saved[k] == pytest.approx(trained_run["test"][f"test/{k}"], abs=1e-6), k
+    # 2. A recomputation from the written masks and the labels.
+    counts = dict.fromkeys(("TP", "FP", "FN", "TN"), 0)
+    for n in names:
+        pred = np.asarray(Image.open(out / "mask" / n))
+        label = np.asarray(Image.open(tiny_data / "test" / "label" / n)) > 0
+        assert pred.shape == label.shape and set(np.unique(pred)) <= {0, 255}
+        pred = pred > 0
+        counts["TP"] += int((pred & label).sum())
+        counts["FP"] += int((pred & ~label).sum())
+        counts["FN"] += int((~pred & label).sum())
+        counts["TN"] += int((~pred & ~label).sum())
+    assert {k: saved[k] for k in counts} == counts
+    assert {k: saved[k] for k in scores_from_counts(**counts)} == pytest.approx(scores_from_counts(**counts), abs=1e-6)
+    rows = list(csv.DictReader((out / "per_image.csv").open()))
+    assert [r["name"] for r in rows] == names and sum(int(r["TP"]) for r in rows) == counts["TP"]
+    assert summary["pairs"] == len(names)
+
+
+def test_single_pair_of_any_size_without_label(trained_run: dict, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "b.png"):
+        Image.fromarray(rng.integers(0, 255, (203, 150, 3), dtype=np.uint8)).save(tmp_path / name)
+    out = tmp_path / "pred"
+    overrides = [f"a={tmp_path / 'a.png'}", f"b={tmp_path / 'b.png'}", "tile_size=64", "overlap=16", "save_probs=npy"]
+    predict(predict_cfg(f"ckpt_path={trained_run['best_checkpoint']}", f"output={out}", *overrides, "tta=[flip,swap]"))
+    assert np.asarray(Image.open(out / "mask" / "b.png")).shape == (203, 150)
+    probs = np.load(out / "probs" / "b.npy")
+    assert probs.shape == (203, 150) and probs.min() >= 0 and probs.max() <= 1
+    assert not (out / "error").exists() and not (out / "metrics.json").exists()
+
+
+def test_overwrite_guard(trained_run: dict, tiny_data: Path, tmp_path: Path) -> None:
+    args = [f"ckpt_path={trained_run['output_dir']}", f"input={tiny_data / 'val'}", f"output={tmp_path / 'p'}"]
+    predict(predict_cfg(*args))
+    before = (tmp_path / "p" / "metrics.json").read_bytes()
+    with pytest.raises(PredictError, match="exists and is not empty; choose another folder or set overwrite=true"):
+        predict(predict_cfg(*args))
+    assert (tmp_path / "p" / "metrics.json").read_bytes() == before
+    predict(predict_cfg(*args, "overwrite=true"))
+    assert not list((tmp_path / "p").rglob(".*.tmp")), "temporary files left behind"
+
+
+@pytest.fixture
+def pairs_dir(tiny_data: Path, tmp_path: Path) -> Path:
+    shutil.copytree(tiny_data / "val", tmp_path / "in")
+    return tmp_path / "in"
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda d: (d / "B" / "val_0001.png").unlink(), r"val_0001.png: in A/label but missing from B"),
+        (lambda d: (d / "A" / "val_0002.png").write_bytes(b"junk"), r"A/val_0002.png: unreadable image"),
+        (
+            lambda d: Image.new("RGB", (40, 48)).save(d / "B" / "val_0003.png"),
+            r"val_0003.png: size mismatch \(A 48x48, B 40x48",
+        ),
+    ],
+)
+def test_bad_pairs_fail_before_any_output(trained_run: dict, pairs_dir: Path, tmp_path: Path, damage, message) -> None:
+    damage(pairs_dir)
+    with pytest.raises(Exception, match=message):
+        predict(
+            predict_cfg(f"ckpt_path={trained_run['output_dir']}", f"input={pairs_dir}", f"output={tmp_path / 'out'}")
+        )
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_checkpoints_are_named(trained_run: dict, tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="nope.ckpt: no such checkpoint"):
+        load_checkpoint(tmp_path / "nope.ckpt")
+    good = Path(trained_run["best_checkpoint"])
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(good.read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match="truncated.ckpt: not a readable checkpoint"):
+        load_checkpoint(truncated)
+    ckpt = torch.load(good, map_location="cpu", weights_only=True)
+    ckpt["hyper_parameters"]["run_config"]["model"]["base"] = 16
+    torch.save(ckpt, tmp_path / "mismatch.ckpt")
+    with pytest.raises(CheckpointError, match="mismatch.ckpt: weights do not fit the cdseg.models.SiameseUNet"):
+        load_checkpoint(tmp_path / "mismatch.ckpt")
+    ckpt["hyper_parameters"]["run_config"]["model"] = {"_target_": "os.system", "command": "touch pwned"}
+    torch.save(ckpt, tmp_path / "target.ckpt")
+    with pytest.raises(CheckpointError, match="refusing to build 'os.system'"):
+        load_checkpoint(tmp_path / "target.ckpt")
+
+
+class Exploit:
+    def __reduce__(self):
+        return (Path.touch, (Path("/tmp/cdseg-pwned-by-checkpoint"),))
+
+
+def test_loading_never_runs_code_from_the_file(tmp_path: Path) -> None:
+    Path("/tmp/cdseg-pwned-by-checkpoint").unlink(missing_ok=True)
+    torch.save({"state_dict": {}, "payload": Exploit()}, tmp_path / "evil.ckpt")
+    with pytest.raises(CheckpointError, match="evil.ckpt: not a readable checkpoint"):
+        load_checkpoint(tmp_path / "evil.ckpt")
+    assert not Path("/tmp/cdseg-pwned-by-checkpoint").exists()
+
+
+def test_cli_reports_errors_without_traceback(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "predict.py"),
+            f"ckpt_path={tmp_path}/x.ckpt",
+            f"input={tmp_path}",
+            f"output={tmp_path}/o",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "error:" in proc.stderr
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "levir-cd-samples").is_dir(), reason="../shared/data not present")
+def test_real_levir_tiles(trained_run: dict, tmp_path: Path) -> None:
+    tiles = SHARED_DATA / "levir-cd-samples" / "tiles-1024" / "test"
+    out = tmp_path / "levir"
+    summary = predict(
+        predict_cfg(
+            f"ckpt_path={trained_run['output_dir']}", f"input={tiles}", f"output={out}", "tile_size=512", "overlap=64"
+        )
+    )
+    assert summary["pairs"] == 5
+    for p in (out / "mask").iterdir():
+        assert Image.open(p).size == (1024, 1024)
+    assert Image.open(out / "overlay" / "test_1.png").size == (1024, 1024)
+    assert set(json.loads((out / "metrics.json").read_text())) >= {"F1", "IoU", "kappa", "TP", "TN"}
