@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -28,27 +29,57 @@ from tqdm import tqdm
 from cdseg.data.dataset import DatasetError, Pair, find_pairs, load_image, load_label, validate_split
 from cdseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms
 from cdseg.inference.checkpoint import CheckpointError, load_checkpoint
-from cdseg.inference.tiling import sliding_window
+from cdseg.inference.tiling import check_tiling, sliding_window
 from cdseg.inference.visualize import error_map, overlay
 from cdseg.io import write_npy, write_png, write_text
 from cdseg.metrics import change_metrics, pixel_counts, scores_from_counts
+from cdseg.precision import cpu_precision
 
 
 class PredictError(ValueError):
     """A prediction request that cannot run as given."""
 
 
+OUTPUTS = ("mask", "overlay", "error", "probs", "metrics.json", "per_image.csv")
+PRECISIONS = {"32": None, "32-true": None, "bf16": torch.bfloat16, "bf16-mixed": torch.bfloat16}
+PRECISIONS |= {"16": torch.float16, "16-mixed": torch.float16}
+
+
+def check_options(cfg: DictConfig) -> None:
+    """Every option checked before any file is touched."""
+    try:
+        check_tiling(cfg.tile_size, cfg.overlap, cfg.batch_size, cfg.blend)
+    except ValueError as e:
+        raise PredictError(str(e)) from None
+    if cfg.save_probs not in (False, None, "png", "npy"):
+        raise PredictError(f"save_probs must be false, png or npy, got {cfg.save_probs!r}")
+    if cfg.threshold is not None and not 0 < cfg.threshold < 1:
+        raise PredictError(f"threshold must be in (0, 1), got {cfg.threshold}")
+    if str(cfg.precision) not in PRECISIONS:
+        raise PredictError(f"precision must be one of {sorted(PRECISIONS)}, got {cfg.precision!r}")
+    unknown = set(cfg.tta or []) - {"flip", "swap"}
+    if unknown:
+        raise PredictError(f"tta accepts flip and swap, got {sorted(unknown)}")
+
+
 def collect_pairs(cfg: DictConfig) -> list[Pair]:
     """The pairs to predict, from ``input=`` (a folder) or ``a=``/``b=`` (one pair); validated."""
-    if cfg.input and (cfg.a or cfg.b):
-        raise PredictError("give either input=<folder> or a=<file> b=<file>, not both")
+    if cfg.input and (cfg.a or cfg.b or cfg.label):
+        raise PredictError("give either input=<folder> or a=<file> b=<file> [label=<file>], not both")
     if cfg.input:
         pairs = find_pairs(cfg.input, dict(cfg.dirs), list(cfg.extensions), require_label=False)
-    elif cfg.a and cfg.b:
+    elif cfg.a or cfg.b:
+        if not (cfg.a and cfg.b):
+            raise PredictError(f"a single pair needs both dates: a={cfg.a} b={cfg.b}")
         label = Path(cfg.label) if cfg.label else None
         pairs = [Pair(Path(cfg.b).name, Path(cfg.a), Path(cfg.b), label)]
     else:
         raise PredictError("nothing to predict: set input=<folder with A/ and B/>, or a=<file> b=<file>")
+    stems: dict[str, str] = {}
+    for p in pairs:
+        other = stems.setdefault(Path(p.name).stem, p.name)
+        if other != p.name:
+            raise PredictError(f"{p.a.parent}: {other} and {p.name} would both be written as {Path(p.name).stem}.png")
     validate_split(pairs)  # every file decoded once: a bad pair fails before any work starts
     return pairs
 
@@ -57,8 +88,17 @@ def prepare_output(output: str, overwrite: bool, with_labels: bool, save_probs: 
     out = Path(output)
     if out.exists() and not out.is_dir():
         raise PredictError(f"output={out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise PredictError(f"output={out} exists and is not empty; choose another folder or set overwrite=true")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise PredictError(f"output={out} exists and is not empty; choose another folder or set overwrite=true")
+        # Replace a previous prediction whole, so no stale mask or metric survives beside the new ones;
+        # files this script does not write are left alone.
+        for name in OUTPUTS:
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.is_file():
+                target.unlink()
     subdirs = ["mask", "overlay"] + (["error"] if with_labels else []) + (["probs"] if save_probs else [])
     for sub in subdirs:
         (out / sub).mkdir(parents=True, exist_ok=True)
@@ -77,15 +117,11 @@ def resolve_device(name: str) -> torch.device:
 def make_predictor(net: nn.Module, device: torch.device, precision: str, tta: list[str]):
     """(N, C, h, w) x 2 -> (N, 1, h, w) probabilities, averaged over the requested augmentations."""
     precision = str(precision)
-    dtype = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}.get(precision, "bad")
-    if dtype == "bad":
-        raise PredictError(f"precision must be 32, bf16 or 16, got {precision!r}")
-    if dtype is torch.float16 and device.type == "cpu":
-        print("notice: precision=16 needs a GPU; using 32 on the CPU", file=sys.stderr)
-        dtype = None
-    unknown = set(tta) - {"flip", "swap"}
-    if unknown:
-        raise PredictError(f"tta accepts flip and swap, got {sorted(unknown)}")
+    if device.type == "cpu":
+        precision, notice = cpu_precision(precision)
+        if notice:
+            print(f"notice: {notice}", file=sys.stderr)
+    dtype = PRECISIONS[precision]
     flips = [(), (-1,), (-2,)] if "flip" in tta else [()]
     orders = [False, True] if "swap" in tta else [False]
 
@@ -106,18 +142,22 @@ def make_predictor(net: nn.Module, device: torch.device, precision: str, tta: li
 
 def predict(cfg: DictConfig) -> dict[str, Any]:
     """Run the prediction described by ``cfg`` (conf/predict.yaml); return the summary."""
+    check_options(cfg)
     pairs = collect_pairs(cfg)
     with_labels = all(p.label is not None for p in pairs)
     net, run_cfg = load_checkpoint(cfg.ckpt_path)
+    print(f"checkpoint: {run_cfg['checkpoint_file']}", file=sys.stderr)
     device = resolve_device(cfg.device)
     net.to(device)
     predictor = make_predictor(net, device, cfg.precision, list(cfg.tta or []))
     out = prepare_output(cfg.output, cfg.overwrite, with_labels, cfg.save_probs)
 
     data_cfg = run_cfg.get("data", {})
-    # The same normalisation as training's evaluation transform (absent keys: the datamodule's defaults).
-    normalise = build_transforms(False, mean=data_cfg.get("mean", IMAGENET_MEAN), std=data_cfg.get("std", IMAGENET_STD))
     resize = data_cfg.get("resize")
+    # Training's evaluation transform: resize (if the model was trained so) and normalisation;
+    # absent keys take the datamodule's defaults.
+    mean, std = data_cfg.get("mean", IMAGENET_MEAN), data_cfg.get("std", IMAGENET_STD)
+    prepare = build_transforms(False, resize=resize, mean=mean, std=std)
     threshold = float(cfg.threshold if cfg.threshold is not None else run_cfg.get("threshold", 0.5))
     metrics = change_metrics(threshold) if with_labels else None
     rows, pixels = [], 0
@@ -125,17 +165,13 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     for pair in tqdm(pairs, desc="pairs", unit="pair", file=sys.stderr):
         a_img, b_img = load_image(pair.a), load_image(pair.b)
         h, w = a_img.shape[:2]
-        x = normalise(
+        x = prepare(
             {k: tv_tensors.Image(torch.from_numpy(v).permute(2, 0, 1)) for k, v in (("A", a_img), ("B", b_img))}
         )
-        a, b = (x[k].as_subclass(torch.Tensor).to(device) for k in ("A", "B"))
-        if resize is not None:  # a model trained on resized images predicts at that scale
-            size = [resize, resize] if isinstance(resize, int) else list(resize)
-            a, b = (F.interpolate(t[None], size=size, mode="bilinear", antialias=True)[0] for t in (a, b))
-        probs = sliding_window(predictor, a, b, cfg.tile_size, cfg.overlap, cfg.batch_size, cfg.blend)
-        if resize is not None:
+        a, b = (x[k].as_subclass(torch.Tensor) for k in ("A", "B"))  # on the host; tiles go to the device
+        probs = sliding_window(predictor, a, b, cfg.tile_size, cfg.overlap, cfg.batch_size, cfg.blend, device)
+        if probs.shape != (h, w):  # a model trained on resized images predicted at that scale
             probs = F.interpolate(probs[None, None], size=(h, w), mode="bilinear")[0, 0]
-        probs = probs.cpu()
         pred = (probs > threshold).numpy()
         pixels += h * w
 
@@ -158,7 +194,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         "megapixels": pixels / 1e6,
         "seconds": seconds,
         "megapixels_per_second": pixels / 1e6 / seconds,
-        "checkpoint": str(cfg.ckpt_path),
+        "checkpoint": run_cfg["checkpoint_file"],
         "threshold": threshold,
         "output": str(out),
     }
@@ -197,7 +233,7 @@ def main(cfg: DictConfig) -> None:
         if missing:
             raise PredictError(f"missing required value(s): {', '.join(missing)}")
         predict(cfg)
-    except (PredictError, CheckpointError, DatasetError) as e:
+    except (PredictError, CheckpointError, DatasetError) as e:  # expected failures: one line, no traceback
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(1) from None
 

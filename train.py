@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from cdseg.data import DatasetError
 from cdseg.io import write_text
 from cdseg.module import ChangeDetectionModule
+from cdseg.precision import cpu_precision
 
 
 class ConfigError(ValueError):
@@ -37,28 +38,15 @@ def _cpu_only(cfg: DictConfig) -> bool:
     return accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
 
 
-def _cpu_has_native_bf16() -> bool:
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 def _fix_precision(cfg: DictConfig) -> None:
-    """float16 autocast is for GPUs: on a CPU-only run use bf16 where the CPU computes it natively.
-
-    Without native bf16 (AVX-512 BF16 or AMX), bf16 convolutions are emulated and about 30x slower
-    than float32 (measured on an AVX2 CPU), so the run falls back to 32-true instead.
-    """
-    if str(cfg.trainer.get("precision")) not in ("16-mixed", "16") or not _cpu_only(cfg):
+    """On a CPU-only run, swap a GPU-only or emulated precision for one this CPU runs well."""
+    if not _cpu_only(cfg):
         return
-    fallback = "bf16-mixed" if _cpu_has_native_bf16() else "32-true"
-    why = "" if fallback == "bf16-mixed" else " (this CPU has no native bf16, which would be ~30x slower)"
-    print(
-        f"notice: trainer.precision=16-mixed needs a GPU; using {fallback} on this CPU-only run{why}", file=sys.stderr
-    )
-    with open_dict(cfg):
-        cfg.trainer.precision = fallback
+    precision, notice = cpu_precision(cfg.trainer.get("precision", "32-true"))
+    if notice:
+        print(f"notice: trainer.{notice}", file=sys.stderr)
+        with open_dict(cfg):
+            cfg.trainer.precision = precision
 
 
 def _scalars(metrics: dict[str, Any], prefix: str) -> dict[str, float]:

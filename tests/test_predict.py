@@ -213,3 +213,64 @@ def test_real_levir_tiles(trained_run: dict, tmp_path: Path) -> None:
         assert Image.open(p).size == (1024, 1024)
     assert Image.open(out / "overlay" / "test_1.png").size == (1024, 1024)
     assert set(json.loads((out / "metrics.json").read_text())) >= {"F1", "IoU", "kappa", "TP", "TN"}
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("overlap=2000", r"overlap must be in \[0, tile_size\)"),
+        ("blend=median", "blend must be 'gaussian' or 'mean'"),
+        ("batch_size=0", "batch_size must be positive"),
+        ("save_probs=tiff", "save_probs must be false, png or npy"),
+        ("threshold=1.5", r"threshold must be in \(0, 1\)"),
+        ("precision=8", "precision must be one of"),
+        ("tta=[rotate]", "tta accepts flip and swap"),
+    ],
+)
+def test_bad_options_fail_before_any_output(
+    trained_run: dict, tiny_data: Path, tmp_path: Path, option, message
+) -> None:
+    args = [f"ckpt_path={trained_run['output_dir']}", f"input={tiny_data / 'val'}", f"output={tmp_path / 'o'}"]
+    with pytest.raises(PredictError, match=message):
+        predict(predict_cfg(*args, option))
+    assert not (tmp_path / "o").exists()
+
+
+def test_pair_requests_that_cannot_run(trained_run: dict, pairs_dir: Path, tmp_path: Path) -> None:
+    ckpt, out = f"ckpt_path={trained_run['output_dir']}", f"output={tmp_path / 'o'}"
+    with pytest.raises(PredictError, match="a single pair needs both dates"):
+        predict(predict_cfg(ckpt, out, f"a={pairs_dir / 'A' / 'val_0000.png'}"))
+    with pytest.raises(PredictError, match="not both"):
+        predict(predict_cfg(ckpt, out, f"input={pairs_dir}", f"label={pairs_dir / 'label' / 'val_0000.png'}"))
+    for d in ("A", "B", "label"):
+        shutil.copy(pairs_dir / d / "val_0000.png", pairs_dir / d / "val_0000.jpg")
+    with pytest.raises(PredictError, match="val_0000.jpg and val_0000.png would both be written as val_0000.png"):
+        predict(predict_cfg(ckpt, out, f"input={pairs_dir}"))
+
+
+def test_overwrite_replaces_the_previous_prediction_whole(trained_run: dict, tiny_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    ckpt = f"ckpt_path={trained_run['output_dir']}"
+    predict(predict_cfg(ckpt, f"input={tiny_data / 'val'}", f"output={out}"))
+    (out / "notes.txt").write_text("mine")
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "b.png"):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(tmp_path / name)
+    predict(predict_cfg(ckpt, f"a={tmp_path / 'a.png'}", f"b={tmp_path / 'b.png'}", f"output={out}", "overwrite=true"))
+    assert sorted(p.name for p in (out / "mask").iterdir()) == ["b.png"]
+    assert not (out / "metrics.json").exists() and not (out / "error").exists()
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_model_trained_on_resized_images_predicts_at_input_size(tiny_data: Path, tmp_path: Path) -> None:
+    from tests.conftest import compose_train, tiny_overrides
+    from train import train
+
+    results = train(compose_train(*tiny_overrides(tiny_data, tmp_path / "run"), "data.resize=32"))
+    out = tmp_path / "o"
+    predict(
+        predict_cfg(
+            f"ckpt_path={results['output_dir']}/checkpoints/last.ckpt", f"input={tiny_data / 'test'}", f"output={out}"
+        )
+    )
+    assert Image.open(out / "mask" / "test_0000.png").size == (48, 48)

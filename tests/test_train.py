@@ -12,8 +12,9 @@ from omegaconf import OmegaConf
 
 from cdseg.baseline import evaluate as baseline
 from cdseg.data.synthetic import SyntheticSpec, generate
+from cdseg.precision import cpu_has_native_bf16
 from tests.conftest import ROOT, tiny_overrides
-from train import _cpu_has_native_bf16, train
+from train import train
 
 METRICS = {"F1", "IoU", "precision", "recall", "OA", "kappa", "loss"}
 
@@ -63,7 +64,7 @@ def test_missing_resume_checkpoint_is_an_error(make_cfg, tmp_path: Path) -> None
 def test_fp16_request_falls_back_on_cpu(make_cfg, capsys) -> None:
     cfg = make_cfg("+trainer.fast_dev_run=true", "trainer.precision=16-mixed", "model.base=8")
     results = train(cfg)
-    expected = "bf16-mixed" if _cpu_has_native_bf16() else "32-true"
+    expected = "bf16-mixed" if cpu_has_native_bf16() else "32-true"
     assert cfg.trainer.precision == expected
     assert f"using {expected}" in capsys.readouterr().err
     assert all(v == v for v in results["test"].values())  # no NaN
@@ -165,3 +166,23 @@ def test_tiny_run_beats_the_classical_baseline(tmp_path: Path) -> None:
     base = baseline(str(data), "test")["F1"]
     print(f"trained F1 {f1:.3f} vs change-vector + Otsu F1 {base:.3f}")
     assert f1 > base + 0.15
+
+
+@pytest.mark.parametrize("data", ["synthetic", "levir"])
+def test_every_documented_data_option_can_be_overridden(data: str) -> None:
+    overrides = [
+        f"data={data}",
+        "data.root=/x",
+        "data.resize=512",
+        "data.crop_size=256",
+        "data.swap=0.5",
+        "data.color_jitter={brightness:0.2}",
+        "data.dirs={a:im1,b:im2,label:OUT}",
+        "data.extensions=[.tif]",
+        "data.splits={val:valid}",
+        "data.mean=null",
+        "data.eval_batch_size=1",
+    ]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    assert cfg.data.dirs.a == "im1" and cfg.data.resize == 512 and cfg.data.mean is None

@@ -162,7 +162,7 @@ def _check_pair(pair: Pair) -> tuple[str | None, tuple[int, int]]:
         return str(e), (0, 0)
     if len(set(sizes.values())) > 1:
         found = ", ".join(f"{k} {w}x{h}" for k, (h, w) in sizes.items())
-        return f"{pair.name}: size mismatch ({found}); A, B and label must have the same width and height", (0, 0)
+        return f"{pair.a}: size mismatch ({found}); A, B and label must have the same width and height", (0, 0)
     return None, sizes["A"]
 
 
@@ -180,8 +180,7 @@ def validate_split(pairs: Sequence[Pair], workers: int = 4) -> list[tuple[int, i
         checked = list(pool.map(_check_pair, pairs))
     problems = [p for p, _ in checked if p]
     if problems:
-        split = pairs[0].a.parent.parent
-        raise DatasetError(_problem_list(f"{split}: {len(problems)} bad pair(s):", problems))
+        raise DatasetError(_problem_list(f"{len(problems)} bad pair(s):", problems))
     return [size for _, size in checked]
 
 

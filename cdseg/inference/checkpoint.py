@@ -31,8 +31,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
         metrics = path / "metrics.json"
         if metrics.is_file():
             best = json.loads(metrics.read_text()).get("best_checkpoint")
-            if best and Path(best).is_file():
-                return Path(best)
+            # The folder may have been moved or copied since: look inside it first.
+            if best and (path / "checkpoints" / Path(best).name).is_file():
+                return path / "checkpoints" / Path(best).name
         last = path / "checkpoints" / "last.ckpt"
         if last.is_file():
             return last
@@ -58,7 +59,8 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Load ``path`` (file or run folder) with ``weights_only=True``.
 
     Returns:
-        the network in eval mode on the CPU, and the run's resolved config (a plain dict).
+        the network in eval mode on the CPU, and the run's resolved config (a plain dict) with
+        the checkpoint file it came from under ``"checkpoint_file"``.
 
     Raises:
         CheckpointError: missing, truncated or foreign file; a config that names a class outside
@@ -90,4 +92,4 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         raise CheckpointError(
             f"{file}: weights do not fit the {config['model']['_target_']} its config describes: {detail}"
         ) from None
-    return net.eval(), config
+    return net.eval(), {**config, "checkpoint_file": str(file)}

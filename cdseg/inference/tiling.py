@@ -48,6 +48,18 @@ def _windows(h: int, w: int, th: int, tw: int, overlap: int) -> Iterator[tuple[i
             yield top, left
 
 
+def check_tiling(tile_size: int, overlap: int, batch_size: int, blend: str) -> None:
+    """Raise ValueError naming the option that is out of range."""
+    if tile_size < 1:
+        raise ValueError(f"tile_size must be positive, got {tile_size}")
+    if not 0 <= overlap < tile_size:
+        raise ValueError(f"overlap must be in [0, tile_size), got overlap={overlap}, tile_size={tile_size}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if blend not in ("gaussian", "mean"):
+        raise ValueError(f"blend must be 'gaussian' or 'mean', got {blend!r}")
+
+
 def _trim(weight: torch.Tensor, margin: int, top: bool, left: bool, bottom: bool, right: bool) -> torch.Tensor:
     """Zero the weight within ``margin`` px of the window sides that lie inside the image.
 
@@ -76,12 +88,14 @@ def sliding_window(
     overlap: int = 64,
     batch_size: int = 4,
     blend: Blend = "gaussian",
+    device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """Change probabilities of one pair, tile by tile.
 
     Args:
         predict: (N, C, th, tw) x 2 -> (N, 1, th, tw) probabilities.
-        a, b: (C, H, W) dates, on the device ``predict`` runs on.
+        a, b: (C, H, W) dates. They and the (H, W) accumulators stay where they are (the host,
+            typically); only each batch of windows moves to ``device`` (default: ``a``'s).
         tile_size: side of the square window; a side of the image shorter than it is taken whole,
             so an image smaller than a tile is predicted in one pass.
         overlap: pixels shared by neighbouring windows (must be smaller than ``tile_size``). The
@@ -94,8 +108,8 @@ def sliding_window(
     Returns:
         (H, W) float32 probabilities on the input's device.
     """
-    if not 0 <= overlap < tile_size:
-        raise ValueError(f"overlap must be in [0, tile_size), got overlap={overlap}, tile_size={tile_size}")
+    check_tiling(tile_size, overlap, batch_size, blend)
+    device = torch.device(device) if device is not None else a.device
     _, h, w = a.shape
     th, tw = min(tile_size, h), min(tile_size, w)
     weight = blend_weights(th, tw, blend).to(a.device)
@@ -105,9 +119,9 @@ def sliding_window(
     windows = list(_windows(h, w, th, tw, overlap))
     for i in range(0, len(windows), batch_size):
         chunk = windows[i : i + batch_size]
-        ta = torch.stack([a[:, y : y + th, x : x + tw] for y, x in chunk])
-        tb = torch.stack([b[:, y : y + th, x : x + tw] for y, x in chunk])
-        probs = predict(ta, tb).float()[:, 0]  # (N, th, tw)
+        ta = torch.stack([a[:, y : y + th, x : x + tw] for y, x in chunk]).to(device)
+        tb = torch.stack([b[:, y : y + th, x : x + tw] for y, x in chunk]).to(device)
+        probs = predict(ta, tb).float()[:, 0].to(acc.device)  # (N, th, tw)
         for (y, x), p in zip(chunk, probs, strict=True):
             wgt = _trim(weight, margin, top=y > 0, left=x > 0, bottom=y + th < h, right=x + tw < w)
             acc[y : y + th, x : x + tw] += p * wgt
