@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cdseg.data import DatasetError
 from cdseg.io import write_text
-from cdseg.module import ChangeDetectionModule
+from cdseg.module import ChangeDetectionModule, NonFiniteError
 from cdseg.precision import cpu_precision
 
 
@@ -141,7 +141,7 @@ def _print_summary(results: dict[str, Any]) -> None:
 def main(cfg: DictConfig) -> float | None:
     try:
         results = train(cfg)
-    except (ConfigError, DatasetError, FileNotFoundError, FileExistsError, InstantiationException) as e:
+    except (ConfigError, DatasetError, NonFiniteError, FileNotFoundError, FileExistsError, InstantiationException) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(1) from None
     return results["val"].get(cfg.optimized_metric)

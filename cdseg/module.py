@@ -15,6 +15,10 @@ OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 
 
+class NonFiniteError(FloatingPointError):
+    """Training produced a NaN or infinite loss or weight; raised at once so nothing bad is saved."""
+
+
 class ChangeDetectionModule(L.LightningModule):
     """Train and evaluate a change-detection network.
 
@@ -68,7 +72,14 @@ class ChangeDetectionModule(L.LightningModule):
         return loss, logits
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")[0]
+        loss = self._step(batch, "train")[0]
+        if not torch.isfinite(loss):
+            names = ", ".join(batch.get("name", [])) or "unknown"
+            raise NonFiniteError(
+                f"non-finite loss ({loss.item()}) at global step {self.global_step} "
+                f"(epoch {self.current_epoch}, batch {batch_idx}); files of the batch: {names}"
+            )
+        return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._step(batch, "val")
@@ -79,6 +90,11 @@ class ChangeDetectionModule(L.LightningModule):
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         """(B, 1, H, W) change probabilities."""
         return torch.sigmoid(self(batch["A"], batch["B"]).float())
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        bad = [name for name, p in self.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            raise NonFiniteError(f"refusing to save a checkpoint: non-finite weights in {', '.join(bad[:5])}")
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(params=self.parameters())

@@ -181,3 +181,11 @@ def test_datamodule_names_a_missing_root(tmp_path: Path) -> None:
     dm = ChangeDetectionDataModule(str(tmp_path / "nowhere"))
     with pytest.raises(DatasetError, match="nowhere: dataset root not found"):
         dm.setup("fit")
+
+
+def test_palette_label_is_read_by_index(split: Path) -> None:
+    label = Image.fromarray((np.arange(24 * 32).reshape(24, 32) % 2).astype(np.uint8), mode="P")
+    label.putpalette([0, 0, 0, 200, 30, 30] + [0] * 762)  # index 1 shown red
+    label.save(split / "label" / "a.png")
+    mask = ChangeDetectionDataset(split)[0]["mask"]
+    assert mask.sum() == 24 * 32 // 2

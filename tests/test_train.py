@@ -1,6 +1,7 @@
 """train.py through the real composed config, shrunk to seconds."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -186,3 +187,17 @@ def test_every_documented_data_option_can_be_overridden(data: str) -> None:
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     assert cfg.data.dirs.a == "im1" and cfg.data.resize == 512 and cfg.data.mean is None
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trainer.max_epoch=5", "trainer.max_epoch"),
+        ("data.batch_size=abc", "data.batch_size must be an integer >= 1, got 'abc'"),
+        ("data.hflip=2", r"data.hflip must be a probability in \[0, 1\], got 2"),
+    ],
+)
+def test_bad_configuration_exits_1_naming_the_key(tiny_data: Path, tmp_path: Path, override: str, message: str) -> None:
+    proc = run_cli(*tiny_overrides(tiny_data, tmp_path / "run"), override, cwd=tmp_path)
+    assert proc.returncode == 1
+    assert re.search(message, proc.stderr) and "Traceback" not in proc.stderr

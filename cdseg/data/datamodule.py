@@ -51,6 +51,7 @@ class ChangeDetectionDataModule(L.LightningDataModule):
         synthetic: dict[str, int] | None = None,
     ) -> None:
         super().__init__()
+        _check_args(locals())
         self.root = Path(root)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
@@ -127,3 +128,26 @@ class ChangeDetectionDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return DataLoader(self._dataset("test"), self.eval_batch_size, **self.loader_args)
+
+
+def _is_int(x: Any, minimum: int) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= minimum
+
+
+def _check_args(args: dict[str, Any]) -> None:
+    """Reject wrongly typed options here, naming the key, rather than deep inside a DataLoader."""
+    problems = []
+    for key, minimum in (("batch_size", 1), ("num_workers", 0)):
+        if not _is_int(args[key], minimum):
+            problems.append(f"data.{key} must be an integer >= {minimum}, got {args[key]!r}")
+    for key in ("eval_batch_size", "crop_size"):
+        if args[key] is not None and not _is_int(args[key], 1):
+            problems.append(f"data.{key} must be a positive integer or null, got {args[key]!r}")
+    resize = args["resize"]
+    if resize is not None and not (_is_int(resize, 1) or (len(resize) == 2 and all(_is_int(r, 1) for r in resize))):
+        problems.append(f"data.resize must be a positive integer, [H, W] or null, got {resize!r}")
+    for key in ("hflip", "vflip", "swap"):
+        if isinstance(args[key], bool) or not isinstance(args[key], (int, float)) or not 0 <= args[key] <= 1:
+            problems.append(f"data.{key} must be a probability in [0, 1], got {args[key]!r}")
+    if problems:
+        raise ValueError("; ".join(problems))

@@ -7,8 +7,8 @@ a bad file fails before training starts, with an error naming it, rather than in
 Pixel rules:
     * images: 8-bit RGB, grayscale (replicated to three bands), palette, or RGBA whose alpha is
       fully opaque. Other modes (16-bit, float, CMYK, translucent RGBA) are errors.
-    * labels: one band (or RGB with equal bands), values in {0, 255} or in {0, 1}; anything
-      else is an error listing the values found. Non-zero = change.
+    * labels: one band (or RGB with equal bands; a palette image by its indices), values in
+      {0, 255} or in {0, 1}; anything else is an error listing the values found. Non-zero = change.
 """
 
 from __future__ import annotations
@@ -87,10 +87,8 @@ def load_label(path: Path, check: bool = True) -> np.ndarray:
     ``check=False`` skips the value check (a pass over every pixel) for labels already validated.
     """
     img = _read(path)
-    arr = np.asarray(img)
-    if img.mode == "P":
-        arr = np.asarray(img.convert("L"))
-    elif arr.ndim == 3:
+    arr = np.asarray(img)  # a palette label is read by index, whatever colours its palette shows
+    if arr.ndim == 3:
         if not (arr[..., :3] == arr[..., :1]).all():
             raise DatasetError(f"{path}: colour label (its RGB bands differ); expected a single-band mask")
         arr = arr[..., 0]
