@@ -81,39 +81,47 @@ def load_image(path: Path) -> np.ndarray:
     )
 
 
-def load_label(path: Path, check: bool = True) -> np.ndarray:
-    """Read a label as (H, W) bool, True = change, following the pixel rules above.
-
-    ``check=False`` skips the value check (a pass over every pixel) for labels already validated.
-    """
+def _label_array(path: Path) -> np.ndarray:
     img = _read(path)
     arr = np.asarray(img)  # a palette label is read by index, whatever colours its palette shows
     if arr.ndim == 3:
         if not (arr[..., :3] == arr[..., :1]).all():
             raise DatasetError(f"{path}: colour label (its RGB bands differ); expected a single-band mask")
         arr = arr[..., 0]
-    if not check:
-        return arr > 0
-    values = np.unique(arr)
-    if not (set(values.tolist()) <= {0, 255} or set(values.tolist()) <= {0, 1}):
-        counts = {int(v): int((arr == v).sum()) for v in values[:20]}
+    return arr
+
+
+def _check_label_values(path: Path, arr: np.ndarray, values: Sequence[int]) -> None:
+    if not (set(values) <= {0, 255} or set(values) <= {0, 1}):
+        counts = {int(v): int(np.count_nonzero(arr == v)) for v in values[:20]}
         raise DatasetError(
             f"{path}: label is not binary; expected values in {{0, 255}} or {{0, 1}}, "
             f"found values (pixel counts) {counts}"
         )
+
+
+def load_label(path: Path, check: bool = True) -> np.ndarray:
+    """Read a label as (H, W) bool, True = change, following the pixel rules above.
+
+    ``check=False`` skips the value check (a pass over every pixel) for labels already validated.
+    """
+    arr = _label_array(path)
+    if check:
+        _check_label_values(path, arr, [int(v) for v in np.unique(arr)])
     return arr > 0
 
 
-def find_pairs(
+def scan_split(
     split_dir: str | Path,
     dirs: dict[str, str] | None = None,
     extensions: Sequence[str] = DEFAULT_EXTENSIONS,
     require_label: bool = True,
-) -> list[Pair]:
-    """List the pairs of one split, pairing A, B and label by exact file name.
+) -> tuple[list[Pair], list[str]]:
+    """Pair A, B and label of one split by exact file name, without raising.
 
-    Raises:
-        DatasetError: a folder is missing, the split is empty, or a file has no partner.
+    Returns:
+        the complete pairs, and the problems with the file set (missing folder, empty split,
+        unexpected file, a name without its partners).
     """
     split_dir = Path(split_dir)
     dirs = {"a": "A", "b": "B", "label": "label", **(dirs or {})}
@@ -124,44 +132,84 @@ def find_pairs(
     for role in roles:
         folder = split_dir / dirs[role]
         if not folder.is_dir():
-            raise DatasetError(f"{folder}: folder not found; expected {split_dir}/{{{','.join(dirs[r] for r in roles)}}}/")
+            layout = f"{split_dir}/{{{','.join(dirs[r] for r in roles)}}}/"
+            return [], [f"{folder}: folder not found; expected {layout}"]
         files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
         names[role] = {p.name for p in files if p.suffix.lower() in exts}
         problems += [f"{p}: unexpected file; expected extensions {sorted(exts)}" for p in files if p.suffix.lower() not in exts]
     everything = set().union(*names.values())
     if not everything:
-        raise DatasetError(f"{split_dir}: empty split; no images with extensions {sorted(exts)} in {[dirs[r] for r in roles]}")
+        return [], [f"{split_dir}: empty split; no images with extensions {sorted(exts)} in {[dirs[r] for r in roles]}"]
+    complete = []
     for name in sorted(everything):
         missing = [dirs[r] for r in roles if name not in names[r]]
-        if missing:
-            have = [dirs[r] for r in roles if name in names[r]]
-            hint = ""
-            for r in roles:
-                close = [n for n in names[r] if n.lower() == name.lower() and n != name]
-                if close:
-                    hint = f" (found {dirs[r]}/{close[0]}: names must match exactly, including case)"
-            problems.append(f"{name}: in {'/'.join(have)} but missing from {'/'.join(missing)}{hint}")
+        if not missing:
+            complete.append(name)
+            continue
+        have = [dirs[r] for r in roles if name in names[r]]
+        hint = ""
+        for r in roles:
+            close = [n for n in names[r] if n.lower() == name.lower() and n != name]
+            if close:
+                hint = f" (found {dirs[r]}/{close[0]}: names must match exactly, including case)"
+        problems.append(f"{name}: in {'/'.join(have)} but missing from {'/'.join(missing)}{hint}")
+    label_dir = split_dir / dirs["label"] if "label" in roles else None
+    pairs = [
+        Pair(n, split_dir / dirs["a"] / n, split_dir / dirs["b"] / n, label_dir / n if label_dir else None)
+        for n in complete
+    ]
+    return pairs, problems
+
+
+def find_pairs(
+    split_dir: str | Path,
+    dirs: dict[str, str] | None = None,
+    extensions: Sequence[str] = DEFAULT_EXTENSIONS,
+    require_label: bool = True,
+) -> list[Pair]:
+    """:func:`scan_split`, raising one :class:`DatasetError` that lists every problem."""
+    pairs, problems = scan_split(split_dir, dirs, extensions, require_label)
+    if len(problems) == 1 and not pairs:
+        raise DatasetError(problems[0])
     if problems:
         raise DatasetError(_problem_list(f"{split_dir}: {len(problems)} problem(s) with the file set:", problems))
-    label_dir = split_dir / dirs["label"] if "label" in roles else None
-    return [
-        Pair(n, split_dir / dirs["a"] / n, split_dir / dirs["b"] / n, label_dir / n if label_dir else None)
-        for n in sorted(everything)
-    ]
+    return pairs
 
 
-def _check_pair(pair: Pair) -> tuple[str | None, tuple[int, int]]:
-    """(problem or None, (H, W) of the pair)."""
+@dataclass(frozen=True)
+class PairInfo:
+    """What reading a pair found: a problem (or None), its (H, W), its label's values and changed pixels."""
+
+    problem: str | None
+    size: tuple[int, int] = (0, 0)
+    label_values: tuple[int, ...] = ()
+    changed: int = 0
+
+
+def inspect_pair(pair: Pair) -> PairInfo:
+    """Decode the pair's files and check modes, sizes and label values, without raising."""
+    values: tuple[int, ...] = ()
+    changed = 0
     try:
         sizes = {"A": load_image(pair.a).shape[:2], "B": load_image(pair.b).shape[:2]}
         if pair.label is not None:
-            sizes["label"] = load_label(pair.label).shape
+            arr = _label_array(pair.label)
+            sizes["label"] = arr.shape
+            values = tuple(int(v) for v in np.unique(arr))
+            changed = int(np.count_nonzero(arr))
+            _check_label_values(pair.label, arr, values)
     except DatasetError as e:
-        return str(e), (0, 0)
+        return PairInfo(str(e), label_values=values)
     if len(set(sizes.values())) > 1:
         found = ", ".join(f"{k} {w}x{h}" for k, (h, w) in sizes.items())
-        return f"{pair.a}: size mismatch ({found}); A, B and label must have the same width and height", (0, 0)
-    return None, sizes["A"]
+        return PairInfo(f"{pair.a}: size mismatch ({found}); A, B and label must have the same width and height")
+    return PairInfo(None, sizes["A"], values, changed)
+
+
+def inspect_pairs(pairs: Sequence[Pair], workers: int = 4) -> list[PairInfo]:
+    # PIL releases the GIL while decoding, so threads overlap the file reads and inflates.
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(inspect_pair, pairs))
 
 
 def validate_split(pairs: Sequence[Pair], workers: int = 4) -> list[tuple[int, int]]:
@@ -173,13 +221,11 @@ def validate_split(pairs: Sequence[Pair], workers: int = 4) -> list[tuple[int, i
     Raises:
         DatasetError: one error listing every bad pair.
     """
-    # PIL releases the GIL while decoding, so threads overlap the file reads and inflates.
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        checked = list(pool.map(_check_pair, pairs))
-    problems = [p for p, _ in checked if p]
+    infos = inspect_pairs(pairs, workers)
+    problems = [i.problem for i in infos if i.problem]
     if problems:
         raise DatasetError(_problem_list(f"{len(problems)} bad pair(s):", problems))
-    return [size for _, size in checked]
+    return [i.size for i in infos]
 
 
 class ChangeDetectionDataset(Dataset):

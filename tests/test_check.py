@@ -1,0 +1,39 @@
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from cdseg.data.check import main
+
+
+def test_usable_dataset_reports_and_exits_0(tiny_data: Path, capsys) -> None:
+    assert main([str(tiny_data)]) == 0
+    out = capsys.readouterr().out
+    assert "train: 24 pair(s)" in out and "sizes: 48x48 (24)" in out
+    assert "changed pixels:" in out and "suggested loss.pos_weight:" in out and out.rstrip().endswith("usable")
+
+
+def test_every_problem_is_listed_and_exit_is_1(tiny_data: Path, tmp_path: Path, capsys) -> None:
+    root = tmp_path / "data"
+    shutil.copytree(tiny_data, root)
+    (root / "train" / "B" / "train_0003.png").unlink()
+    label = np.zeros((48, 48), np.uint8)
+    label[:2] = 128
+    Image.fromarray(label).save(root / "test" / "label" / "test_0001.png")
+    shutil.rmtree(root / "val")
+    assert main([str(root)]) == 1
+    out = capsys.readouterr().out
+    assert "NOT USABLE: 3 problem(s)" in out
+    assert "train: train_0003.png: in A/label but missing from B" in out
+    assert "val split not found; training needs it" in out
+    assert "test_0001.png: label is not binary" in out and "{0: 2208, 128: 96}" in out
+
+
+def test_module_entry_point(tiny_data: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "cdseg.data.check", str(tiny_data)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0 and "usable" in proc.stdout
