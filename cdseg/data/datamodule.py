@@ -10,6 +10,7 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from cdseg.data.dataset import DEFAULT_EXTENSIONS, ChangeDetectionDataset, DatasetError
+from cdseg.data.sampler import SeededSampler
 from cdseg.data.synthetic import ensure_synthetic
 from cdseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms
 
@@ -25,6 +26,8 @@ class ChangeDetectionDataModule(L.LightningDataModule):
         dirs: folder names of the two dates and the label (``{"a": "A", "b": "B", "label": "label"}``).
         eval_batch_size: batch size of validation and test (default: ``batch_size``); evaluation
             runs on whole images, which may be much larger than training crops.
+        seed: the training order and augmentation of epoch e are a function of (seed, e) alone
+            (:class:`cdseg.data.sampler.SeededSampler`).
         The augmentation arguments are those of :func:`cdseg.data.transforms.build_transforms`.
     """
 
@@ -49,6 +52,7 @@ class ChangeDetectionDataModule(L.LightningDataModule):
         dirs: dict[str, str] | None = None,
         extensions: Sequence[str] = DEFAULT_EXTENSIONS,
         synthetic: dict[str, int] | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         _check_args(locals())
@@ -66,6 +70,7 @@ class ChangeDetectionDataModule(L.LightningDataModule):
         self.crop_size = crop_size
         self.resize = resize
         self.synthetic = synthetic
+        self.seed = seed
         self.mean, self.std = mean, std
         norm = {"mean": mean, "std": std, "resize": resize}
         self.train_transform = build_transforms(
@@ -121,7 +126,14 @@ class ChangeDetectionDataModule(L.LightningDataModule):
                 self._dataset(split)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self._dataset("train"), self.batch_size, shuffle=True, **self.loader_args)
+        dataset = self._dataset("train")
+        sampler = SeededSampler(len(dataset), shuffle=True, seed=self.seed)
+        # Lightning builds the first iterator (and worker processes prefetch from it) before its own
+        # set_epoch call, so a run resumed at epoch e must start the sampler there itself.
+        # (the epoch number Lightning itself passes to set_epoch, already restored from the checkpoint).
+        if self.trainer is not None:
+            sampler.set_epoch(self.trainer.fit_loop.epoch_progress.current.processed)
+        return DataLoader(dataset, self.batch_size, sampler=sampler, **self.loader_args)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self._dataset("val"), self.eval_batch_size, **self.loader_args)

@@ -254,7 +254,17 @@ class ChangeDetectionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, item: int | tuple[int, int]) -> dict:
+        """``item`` is an index, or ``(index, seed)`` from :class:`cdseg.data.sampler.SeededSampler`:
+        then the random transforms draw from ``seed`` alone, so the sample is reproducible."""
+        if isinstance(item, tuple):
+            index, seed = item
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                return self._load(index)
+        return self._load(item)
+
+    def _load(self, index: int) -> dict:
         pair = self.pairs[index]
         sample = {
             "A": tv_tensors.Image(torch.from_numpy(load_image(pair.a)).permute(2, 0, 1)),
