@@ -67,7 +67,16 @@ class ChangeDetectionModule(L.LightningModule):
         metrics = getattr(self, f"{stage}_metrics")
         metrics.update(torch.sigmoid(logits.detach().float()), batch["mask"].long())
         bs = batch["A"].shape[0]
-        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=bs)
+        # Evaluation ranks may hold different numbers of samples; the epoch mean is reduced over them.
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=stage == "train",
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=bs,
+            sync_dist=stage != "train",
+        )
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=bs)
         return loss, logits
 

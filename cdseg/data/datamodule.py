@@ -125,21 +125,29 @@ class ChangeDetectionDataModule(L.LightningDataModule):
             if split in ("train", "val") or self.has_split(split):
                 self._dataset(split)
 
+    def _sampler(self, dataset: ChangeDetectionDataset, train: bool) -> SeededSampler:
+        # The datamodule distributes samples itself (trainer use_distributed_sampler: false), so
+        # that evaluation splits are never padded with duplicates.
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        return SeededSampler(len(dataset), shuffle=train, seed=self.seed, rank=rank, world_size=world, pad=train)
+
     def train_dataloader(self) -> DataLoader:
         dataset = self._dataset("train")
-        sampler = SeededSampler(len(dataset), shuffle=True, seed=self.seed)
+        sampler = self._sampler(dataset, train=True)
         # Lightning builds the first iterator (and worker processes prefetch from it) before its own
-        # set_epoch call, so a run resumed at epoch e must start the sampler there itself.
-        # (the epoch number Lightning itself passes to set_epoch, already restored from the checkpoint).
+        # set_epoch call, so a run resumed at epoch e must start the sampler there itself, with the
+        # epoch number Lightning passes to set_epoch (already restored from the checkpoint).
         if self.trainer is not None:
             sampler.set_epoch(self.trainer.fit_loop.epoch_progress.current.processed)
         return DataLoader(dataset, self.batch_size, sampler=sampler, **self.loader_args)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self._dataset("val"), self.eval_batch_size, **self.loader_args)
+        dataset = self._dataset("val")
+        return DataLoader(dataset, self.eval_batch_size, sampler=self._sampler(dataset, False), **self.loader_args)
 
     def test_dataloader(self) -> DataLoader:
-        return DataLoader(self._dataset("test"), self.eval_batch_size, **self.loader_args)
+        dataset = self._dataset("test")
+        return DataLoader(dataset, self.eval_batch_size, sampler=self._sampler(dataset, False), **self.loader_args)
 
 
 def _is_int(x: Any, minimum: int) -> bool:

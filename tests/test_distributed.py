@@ -1,0 +1,44 @@
+"""Lightning's DDP on CPU (2 processes, gloo) scores an uneven split exactly like one process."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+
+from cdseg.data import ChangeDetectionDataModule
+from cdseg.data.synthetic import SyntheticSpec, generate
+from cdseg.inference.checkpoint import load_checkpoint
+from cdseg.module import ChangeDetectionModule
+from tests.conftest import ROOT, tiny_overrides
+
+SCORES = ("F1", "IoU", "precision", "recall", "OA", "kappa")
+
+
+def test_ddp_metrics_equal_single_process_on_7_images(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    generate(data, SyntheticSpec(size=48, train=8, val=7, test=7, seed=3))
+    args = [*tiny_overrides(data, tmp_path / "run"), "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
+    args += ["data.eval_batch_size=2", "model.base=8", "trainer.max_epochs=2", "callbacks.progress_bar.refresh_rate=0"]
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True, timeout=600, cwd=ROOT
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ddp = json.loads((tmp_path / "run" / "metrics.json").read_text())
+
+    # The same checkpoint, scored by one process over the whole split.
+    net, config = load_checkpoint(ddp["best_checkpoint"])
+    module = ChangeDetectionModule(
+        net, config and __import__("torch").nn.BCEWithLogitsLoss(), None, threshold=config["threshold"]
+    )
+    dm = ChangeDetectionDataModule(str(data), batch_size=8, eval_batch_size=3)
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_checkpointing=False
+    )
+    single_val = trainer.validate(module, datamodule=dm, verbose=False)[0]
+    single_test = trainer.test(module, datamodule=dm, verbose=False)[0]
+    for k in SCORES:
+        assert ddp["val"][f"val/{k}"] == pytest.approx(single_val[f"val/{k}"], abs=1e-7), k
+        assert ddp["test"][f"test/{k}"] == pytest.approx(single_test[f"test/{k}"], abs=1e-7), k
