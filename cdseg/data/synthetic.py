@@ -21,6 +21,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from cdseg.io import write_png
+
 META_FILE = "synthetic.json"
 VERSION = 1  # bump when the generator's output changes, so stale caches are detected
 
@@ -184,13 +186,6 @@ def make_pair(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarr
     return np.clip(a, 0, 255).astype(np.uint8), np.clip(b, 0, 255).astype(np.uint8), label
 
 
-def _write_png(path: Path, array: np.ndarray) -> None:
-    if array.ndim == 3:
-        array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
-    if not cv2.imwrite(str(path), array):
-        raise OSError(f"could not write {path}")
-
-
 def generate(root: str | Path, spec: SyntheticSpec) -> None:
     """Write the dataset described by ``spec`` to ``root`` (which must not exist)."""
     root = Path(root)
@@ -204,9 +199,9 @@ def generate(root: str | Path, spec: SyntheticSpec) -> None:
             rng = np.random.default_rng([spec.seed, split_id, i])
             a, b, label = make_pair(rng, spec.size)
             name = f"{split}_{i:04d}.png"
-            _write_png(root / split / "A" / name, a)
-            _write_png(root / split / "B" / name, b)
-            _write_png(root / split / "label" / name, label)
+            write_png(root / split / "A" / name, a)
+            write_png(root / split / "B" / name, b)
+            write_png(root / split / "label" / name, label)
     (root / META_FILE).write_text(json.dumps(asdict(spec), indent=2) + "\n")
 
 
