@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +24,17 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from cdseg.callbacks import TrainingInterrupted
+from cdseg.checkpoint_io import CheckpointError, SafeCheckpointIO
 from cdseg.data import DatasetError
 from cdseg.io import write_text
 from cdseg.module import ChangeDetectionModule, NonFiniteError
 from cdseg.precision import cpu_precision
+from cdseg.resume import check_resumable, resume_checkpoint, resume_folder, resume_subdir, run_folder
+
+# A resumed run continues in the folder of the run it resumes (hydra.run in conf/train.yaml).
+OmegaConf.register_new_resolver("resume_folder", resume_folder, replace=True)
+OmegaConf.register_new_resolver("resume_subdir", resume_subdir, replace=True)
 
 
 class ConfigError(ValueError):
@@ -66,12 +74,23 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         )
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
+    ckpt_path = None
+    if cfg.get("ckpt_path"):
+        ckpt_path = resume_checkpoint(str(cfg.ckpt_path), cfg.paths.runs_dir)
+        run = run_folder(ckpt_path)
+        if run is not None:  # continue in the run's own folder, so its best checkpoint and score carry on
+            with open_dict(cfg):
+                cfg.paths.output_dir = str(run)
+        print(f"resuming from {ckpt_path}", file=sys.stderr)
+        # The datamodule positions its sampler inside the epoch itself (data.datamodule.resume_point),
+        # and the checkpoint folder is meant to be the run's own.
+        warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
+        warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+    _fix_precision(cfg)
+    if ckpt_path:
+        check_resumable(ckpt_path, OmegaConf.to_container(cfg, resolve=True))
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    ckpt_path = cfg.get("ckpt_path")
-    if ckpt_path and not Path(ckpt_path).is_file():
-        raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file; nothing to resume from")
-    _fix_precision(cfg)
     write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
     datamodule = instantiate(cfg.data)
@@ -85,7 +104,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    # SafeCheckpointIO: atomic checkpoint writes, and resuming never unpickles code.
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[SafeCheckpointIO()]
+    )
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
 
@@ -141,7 +163,18 @@ def _print_summary(results: dict[str, Any]) -> None:
 def main(cfg: DictConfig) -> float | None:
     try:
         results = train(cfg)
-    except (ConfigError, DatasetError, NonFiniteError, FileNotFoundError, FileExistsError, InstantiationException) as e:
+    except TrainingInterrupted as e:
+        print(f"{e}\nresume with: python train.py ckpt_path={Path(cfg.paths.output_dir)}", file=sys.stderr)
+        raise SystemExit(128 + e.signum) from None
+    except (
+        ConfigError,
+        CheckpointError,
+        DatasetError,
+        NonFiniteError,
+        FileNotFoundError,
+        FileExistsError,
+        InstantiationException,
+    ) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(1) from None
     return results["val"].get(cfg.optimized_metric)

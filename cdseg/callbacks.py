@@ -1,6 +1,12 @@
-"""Small Lightning callbacks: image panels for TensorBoard."""
+"""Small Lightning callbacks: image panels for TensorBoard, a checkpoint on Ctrl-C or SIGTERM."""
 
 from __future__ import annotations
+
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -48,3 +54,69 @@ class SamplePanels(L.Callback):
         image = stack_rows(rows)
         for lg in loggers:
             lg.experiment.add_image("val/samples", image, trainer.global_step, dataformats="HWC")
+
+
+class TrainingInterrupted(Exception):
+    """Raised after an interrupted run saved its state; ``signum`` is the signal that asked."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
+class InterruptCheckpoint(L.Callback):
+    """Ctrl-C (SIGINT) or SIGTERM stops training after the current batch, with a checkpoint to resume from.
+
+    A signal only sets a flag; at the end of the batch every rank agrees on it (one tiny all-reduce,
+    so DDP ranks stop at the same step), ``<dirpath>/<filename>.ckpt`` is written, and
+    :class:`TrainingInterrupted` ends the run. Stopping between batches keeps the saved state
+    consistent: weights, optimizer and batch counter all stand after the same step, so resuming
+    with ``ckpt_path=`` continues exactly. A second Ctrl-C aborts at once, without saving.
+    The file is removed when a later fit of the same run folder finishes.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, dirpath: str, filename: str = "interrupted") -> None:
+        self.path = Path(dirpath) / f"{filename}.ckpt"
+        self._signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._signum = None
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._request)
+
+    def _request(self, signum: int, frame: Any) -> None:
+        self._signum = signum
+        self._restore()  # the next signal acts as it would without this callback
+        print(f"\n{signal.Signals(signum).name}: stopping after this batch to save {self.path} ...", file=sys.stderr)
+
+    def _restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        # After an epoch's last batch, validation and the epoch's checkpoints are still due: stop
+        # after the next batch instead, so the saved state never sits between an epoch and its end.
+        if batch_idx + 1 >= trainer.num_training_batches:
+            return
+        if not trainer.strategy.reduce_boolean_decision(self._signum is not None, all=False):
+            return
+        trainer.save_checkpoint(self.path)
+        signum = self._signum or signal.SIGTERM  # another rank got the signal
+        raise TrainingInterrupted(
+            f"interrupted at epoch {trainer.current_epoch}, step {trainer.global_step}; saved {self.path}", signum
+        )
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore()
+        if trainer.is_global_zero:
+            self.path.unlink(missing_ok=True)  # superseded by the finished run's checkpoints
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._restore()

@@ -11,12 +11,17 @@ import cv2
 import numpy as np
 
 
-def write_bytes(path: str | Path, data: bytes) -> None:
+def write_bytes(path: str | Path, data: bytes | memoryview, durable: bool = False) -> None:
+    """Write ``data`` to ``path`` atomically; ``durable`` also flushes it to disk before the rename, so
+    the new file survives a power cut too (worth it for checkpoints, not for thousands of PNGs)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:

@@ -176,7 +176,7 @@ class Exploit:
 def test_loading_never_runs_code_from_the_file(tmp_path: Path) -> None:
     Path("/tmp/cdseg-pwned-by-checkpoint").unlink(missing_ok=True)
     torch.save({"state_dict": {}, "payload": Exploit()}, tmp_path / "evil.ckpt")
-    with pytest.raises(CheckpointError, match="evil.ckpt: not a readable checkpoint"):
+    with pytest.raises(CheckpointError, match="evil.ckpt: refusing to load"):
         load_checkpoint(tmp_path / "evil.ckpt")
     assert not Path("/tmp/cdseg-pwned-by-checkpoint").exists()
 

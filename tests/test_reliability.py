@@ -1,17 +1,40 @@
-"""Resume at an epoch boundary is exact, and runs with the same seed are identical."""
+"""Resuming is exact wherever the run stopped, keeps the run's best checkpoint, and runs with the same
+seed are identical."""
 
+import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
-from tests.conftest import compose_train, tiny_overrides
+from cdseg.callbacks import TrainingInterrupted
+from cdseg.checkpoint_io import CheckpointError
+from tests.conftest import ROOT, compose_train, tiny_overrides
 from train import train
+
+# 24 training pairs in batches of 8: 3 steps an epoch.
+COMMON = ("trainer.max_epochs=3", "data.swap=0.5", "data.color_jitter={brightness:0.3}")
 
 
 def run(data: Path, out: Path, *overrides: str) -> dict:
-    train(compose_train(*tiny_overrides(data, out), "callbacks.progress_bar.refresh_rate=0", *overrides))
-    return torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    """Train; return the run folder's last.ckpt (a resumed run continues in its own folder)."""
+    results = train(compose_train(*tiny_overrides(data, out), "callbacks.progress_bar.refresh_rate=0", *overrides))
+    return load(Path(results["output_dir"]) / "checkpoints" / "last.ckpt")
+
+
+def load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def best_state(ckpt: dict) -> tuple[float, str]:
+    """The best-epoch ModelCheckpoint's score and file name, as the checkpoint carries them."""
+    (state,) = [v for k, v in ckpt["callbacks"].items() if k.startswith("ModelCheckpoint{'monitor': 'val/F1'")]
+    return float(state["best_model_score"]), Path(state["best_model_path"]).name
 
 
 def assert_same_state(a: dict, b: dict) -> None:
@@ -23,30 +46,148 @@ def assert_same_state(a: dict, b: dict) -> None:
     ):
         for k in sa:
             assert torch.equal(sa[k], sb[k]), k
+    assert a["lr_schedulers"] == b["lr_schedulers"]
+    assert best_state(a) == best_state(b)
+
+
+class SignalAt(L.Callback):
+    """Sends this process ``signum`` as the batch of global step ``step`` starts, as Ctrl-C or a scheduler would."""
+
+    def __init__(self, step: int, signum: int = signal.SIGINT) -> None:
+        self.step, self.signum = step, signum
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signum)
+
+
+@pytest.fixture(scope="module")
+def straight(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The uninterrupted run every resumed run must equal."""
+    return run(tiny_data, tmp_path_factory.mktemp("straight"), *COMMON)
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_resume_at_an_epoch_boundary_equals_an_uninterrupted_run(tiny_data: Path, tmp_path: Path, workers: int) -> None:
-    common = [
-        "trainer.max_epochs=3",
-        f"data.num_workers={workers}",
-        "data.swap=0.5",
-        "data.color_jitter={brightness:0.3}",
-    ]
-    straight = run(tiny_data, tmp_path / "straight", *common)
-    # Interrupted after the first epoch (3 steps of 8 of the 24 pairs), then resumed.
-    run(tiny_data, tmp_path / "first", *common, "+trainer.max_steps=3")
-    resumed = run(
-        tiny_data, tmp_path / "resumed", *common, f"ckpt_path={tmp_path / 'first' / 'checkpoints' / 'last.ckpt'}"
-    )
+def test_resume_at_an_epoch_boundary_equals_an_uninterrupted_run(
+    tiny_data: Path, tmp_path: Path, straight: dict, workers: int
+) -> None:
+    loader = f"data.num_workers={workers}"  # may differ between the two halves: it changes no sample
+    run(tiny_data, tmp_path, *COMMON, loader, "+trainer.max_steps=3")  # stops after epoch 0
+    resumed = run(tiny_data, tmp_path / "elsewhere", *COMMON, loader, f"ckpt_path={tmp_path}")
     assert_same_state(straight, resumed)
+
+
+@pytest.mark.parametrize(
+    ("step", "signum", "workers", "stopped_at"),
+    [
+        (4, signal.SIGINT, 0, 5),  # in the middle of epoch 1
+        (5, signal.SIGTERM, 2, 7),  # on epoch 1's last batch: its validation is due, so it stops one batch later
+    ],
+)
+def test_resume_after_an_interrupt_mid_epoch_equals_an_uninterrupted_run(
+    tiny_data: Path, tmp_path: Path, straight: dict, step: int, signum: int, workers: int, stopped_at: int
+) -> None:
+    handler = signal.getsignal(signum)
+    kill = [
+        f"+callbacks.kill._target_={__name__}.SignalAt",
+        f"+callbacks.kill.step={step}",
+        f"+callbacks.kill.signum={signum}",
+    ]
+    with pytest.raises(TrainingInterrupted, match=f"step {stopped_at}; saved .*interrupted.ckpt") as info:
+        run(tiny_data, tmp_path, *COMMON, f"data.num_workers={workers}", *kill)
+    assert info.value.signum == signum
+    assert signal.getsignal(signum) is handler, "the signal handler was not restored"
+    saved = load(tmp_path / "checkpoints" / "interrupted.ckpt")
+    assert saved["global_step"] == stopped_at
+    resumed = run(tiny_data, tmp_path, *COMMON, f"data.num_workers={workers}", f"ckpt_path={tmp_path}")
+    assert_same_state(straight, resumed)
+    assert not (tmp_path / "checkpoints" / "interrupted.ckpt").exists(), "a finished run keeps a stale resume point"
+
+
+def test_resume_from_a_step_checkpoint_equals_an_uninterrupted_run(
+    tiny_data: Path, tmp_path: Path, straight: dict
+) -> None:
+    # last.ckpt every 2 steps; max_steps=4 stops one batch into epoch 1, as a killed job would leave it.
+    run(tiny_data, tmp_path, *COMMON, "callbacks.last_checkpoint.every_n_train_steps=2", "+trainer.max_steps=4")
+    assert load(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 4
+    assert_same_state(straight, run(tiny_data, tmp_path, *COMMON, f"ckpt_path={tmp_path}"))
+
+
+def test_resuming_keeps_the_best_checkpoint_and_its_score(tiny_data: Path, tmp_path: Path) -> None:
+    # At lr 0 every epoch scores the same as epoch 0, so epoch 0 must stay the best: a resumed run
+    # that forgot the score would take its first epoch as a new best.
+    frozen = ("optimizer.lr=0", "scheduler=none")
+    first = run(tiny_data, tmp_path, *frozen, "trainer.max_epochs=1")
+    resumed = run(tiny_data, tmp_path, *frozen, "trainer.max_epochs=3", f"ckpt_path={tmp_path}/checkpoints/last.ckpt")
+    assert resumed["epoch"] == 2
+    assert best_state(resumed) == best_state(first)
+    assert [p.name for p in (tmp_path / "checkpoints").glob("best-*")] == ["best-epoch000.ckpt"]
+    assert Path(json.loads((tmp_path / "metrics.json").read_text())["best_checkpoint"]).name == "best-epoch000.ckpt"
+
+
+def test_resume_under_other_settings_is_refused_naming_them(tiny_data: Path, tmp_path: Path) -> None:
+    run(tiny_data, tmp_path, "trainer.max_epochs=1")
+    with pytest.raises(CheckpointError, match=r"model.base \(run: 4, now: 8\).*add: model.base=4"):
+        run(tiny_data, tmp_path, "trainer.max_epochs=1", "model.base=8", f"ckpt_path={tmp_path}")
+
+
+@pytest.mark.parametrize("spec", ["last", "nope.ckpt", "empty_folder"])
+def test_a_resume_point_that_does_not_exist_is_an_error(tiny_data: Path, tmp_path: Path, spec: str) -> None:
+    (tmp_path / "empty_folder").mkdir()
+    cfg = compose_train(*tiny_overrides(tiny_data, tmp_path / "run"), f"paths.runs_dir={tmp_path}", f"ckpt_path={spec}")
+    with pytest.raises(FileNotFoundError, match=f"ckpt_path={spec}: .*(nothing to resume|no checkpoints/last.ckpt)"):
+        train(cfg)
+    assert not (tmp_path / "run").exists(), "a fresh run started anyway"
+
+
+def test_resume_with_ckpt_path_last_continues_the_newest_run_in_its_folder(tiny_data: Path, tmp_path: Path) -> None:
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        args = (
+            *tiny_overrides(tiny_data, tmp_path)[:-1],
+            f"paths.runs_dir={tmp_path / 'runs'}",
+            "scheduler=none",
+            *args,
+        )
+        return subprocess.run(
+            [sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True, cwd=tmp_path
+        )
+
+    assert cli("trainer.max_epochs=1").returncode == 0
+    (run_dir,) = [p.parent.parent for p in (tmp_path / "runs").glob("**/checkpoints/last.ckpt")]
+    proc = cli("trainer.max_epochs=2", "ckpt_path=last")
+    assert proc.returncode == 0, proc.stderr
+    assert f"resuming from {run_dir}/checkpoints/last.ckpt" in proc.stderr
+    assert [p.parent.parent for p in (tmp_path / "runs").glob("**/checkpoints/last.ckpt")] == [run_dir]
+    assert load(run_dir / "checkpoints" / "last.ckpt")["epoch"] == 1
+    # This command's Hydra record sits beside the first run's, not over it.
+    assert "- ckpt_path=" not in (run_dir / ".hydra" / "overrides.yaml").read_text()
+    assert len(list(run_dir.glob(".hydra/resume-*/overrides.yaml"))) == 1
+
+
+def test_interrupted_cli_run_exits_non_zero_naming_the_resume_command(tiny_data: Path, tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            *tiny_overrides(tiny_data, tmp_path / "run"),
+            "trainer.max_epochs=3",
+            "+callbacks.kill._target_=tests.test_reliability.SignalAt",
+            "+callbacks.kill.step=1",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 128 + signal.SIGINT, proc.stderr
+    assert "interrupted at epoch 0, step 2" in proc.stderr and "Traceback" not in proc.stderr
+    assert f"resume with: python train.py ckpt_path={tmp_path / 'run'}" in proc.stderr
 
 
 def test_same_seed_same_weights_and_metrics_with_two_workers(tiny_data: Path, tmp_path: Path) -> None:
     results, states = [], []
     for i in range(2):
         states.append(run(tiny_data, tmp_path / str(i), "trainer.max_epochs=2", "data.num_workers=2"))
-        results.append(__import__("json").loads((tmp_path / str(i) / "metrics.json").read_text()))
+        results.append(json.loads((tmp_path / str(i) / "metrics.json").read_text()))
     assert_same_state(states[0], states[1])
     assert results[0]["val"] == results[1]["val"] and results[0]["test"] == results[1]["test"]
     other = run(tiny_data, tmp_path / "other", "trainer.max_epochs=2", "data.num_workers=2", "seed=7")

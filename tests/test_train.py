@@ -47,21 +47,6 @@ def test_run_folder_holds_config_logs_checkpoints_and_metrics(make_cfg, tmp_path
     assert "hp/test/F1" in tags["scalars"] and acc.PluginTagToContent("hparams")
 
 
-def test_resume_from_last_checkpoint(make_cfg, tmp_path: Path) -> None:
-    train(make_cfg("trainer.max_epochs=1", out=tmp_path / "first"))
-    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
-    first_epoch = torch.load(last, map_location="cpu", weights_only=True)["epoch"]
-    train(make_cfg("trainer.max_epochs=2", f"ckpt_path={last}", out=tmp_path / "second"))
-    resumed = torch.load(tmp_path / "second" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert resumed["epoch"] == first_epoch + 1
-    assert resumed["global_step"] == 2 * torch.load(last, map_location="cpu", weights_only=True)["global_step"]
-
-
-def test_missing_resume_checkpoint_is_an_error(make_cfg, tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="nope.ckpt: no such checkpoint"):
-        train(make_cfg(f"ckpt_path={tmp_path}/nope.ckpt"))
-
-
 def test_fp16_request_falls_back_on_cpu(make_cfg, capsys) -> None:
     cfg = make_cfg("+trainer.fast_dev_run=true", "trainer.precision=16-mixed", "model.base=8")
     results = train(cfg)

@@ -135,10 +135,12 @@ class ChangeDetectionDataModule(L.LightningDataModule):
         dataset = self._dataset("train")
         sampler = self._sampler(dataset, train=True)
         # Lightning builds the first iterator (and worker processes prefetch from it) before its own
-        # set_epoch call, so a run resumed at epoch e must start the sampler there itself, with the
-        # epoch number Lightning passes to set_epoch (already restored from the checkpoint).
+        # set_epoch call, so a resumed run must position the sampler itself: at the restored epoch,
+        # past the batches of it that the checkpoint's weights have already seen.
         if self.trainer is not None:
-            sampler.set_epoch(self.trainer.fit_loop.epoch_progress.current.processed)
+            epoch, batches_done = resume_point(self.trainer)
+            sampler.set_epoch(epoch)
+            sampler.skip(epoch, batches_done * self.batch_size)
         return DataLoader(dataset, self.batch_size, sampler=sampler, **self.loader_args)
 
     def val_dataloader(self) -> DataLoader:
@@ -148,6 +150,19 @@ class ChangeDetectionDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         dataset = self._dataset("test")
         return DataLoader(dataset, self.eval_batch_size, sampler=self._sampler(dataset, False), **self.loader_args)
+
+
+def resume_point(trainer: L.Trainer) -> tuple[int, int]:
+    """(epoch, batches of it already trained), as restored from a checkpoint; (0, 0) on a fresh run.
+
+    An epoch counts as started but not processed while it is under way, so a checkpoint saved
+    between two batches (an interrupt, or ``every_n_train_steps``) reads as mid-epoch, and its
+    batch counter is the number of optimizer steps of that epoch the weights hold.
+    """
+    epochs = trainer.fit_loop.epoch_progress.current
+    batches = trainer.fit_loop.epoch_loop.batch_progress.current
+    mid_epoch = epochs.started > epochs.processed
+    return epochs.processed, batches.processed if mid_epoch else 0
 
 
 def _is_int(x: Any, minimum: int) -> bool:

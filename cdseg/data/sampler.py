@@ -4,8 +4,9 @@ splits a split across distributed ranks without duplicating or dropping samples.
 Lightning calls ``set_epoch`` before every epoch. The sampler yields ``(index, sample_seed)``
 pairs and the dataset seeds the random transforms of that sample from ``sample_seed``. So the same
 seed gives the same batches in the same order with the same crops and flips whatever the number of
-workers, whether they persist between epochs, and whether the run was interrupted and resumed at an
-epoch boundary (no random state has to survive in the checkpoint).
+workers, whether they persist between epochs, and whether the run was interrupted and resumed (no
+random state has to survive in the checkpoint). A run resumed mid-epoch calls ``skip`` to drop the
+samples that epoch had already trained on.
 
 With several ranks, rank r takes every ``world_size``-th sample starting at r. Training pads the
 epoch by repeating its first samples so all ranks run the same number of steps (DDP needs that for
@@ -32,9 +33,17 @@ class SeededSampler(Sampler[tuple[int, int]]):
         self.world_size = world_size
         self.pad = pad
         self.epoch = 0
+        self._skip: tuple[int, int] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def skip(self, epoch: int, num_samples: int) -> None:
+        """Leave out this rank's first ``num_samples`` of ``epoch``, once: the next pass over that epoch.
+
+        ``len()`` still counts the whole epoch, as the trainer's restored batch counter does.
+        """
+        self._skip = (epoch, num_samples) if num_samples > 0 else None
 
     def __len__(self) -> int:
         if self.pad:
@@ -48,4 +57,8 @@ class SeededSampler(Sampler[tuple[int, int]]):
         items = list(zip(order.tolist(), sample_seeds.tolist(), strict=True))
         if self.pad and self.length % self.world_size:
             items += items[: self.world_size - self.length % self.world_size]
-        return iter(items[self.rank :: self.world_size])
+        items = items[self.rank :: self.world_size]
+        if self._skip is not None and self._skip[0] == self.epoch:
+            items = items[self._skip[1] :]
+            self._skip = None
+        return iter(items)

@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import json
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
-import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
+from cdseg.checkpoint_io import CheckpointError, read_checkpoint
+
 # Only classes of this package may be built from a checkpoint's config: a `_target_` is an import
 # path, and building an arbitrary one would let a crafted checkpoint call any function.
 ALLOWED_TARGET_PREFIX = "cdseg.models."
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used, with the file named."""
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -67,15 +62,7 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
             ``cdseg.models``; weights that do not fit the network the config describes.
     """
     file = resolve_checkpoint(path)
-    try:
-        ckpt = torch.load(file, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(
-            f"{file}: not a readable checkpoint (truncated, or not saved by torch): {first}"
-        ) from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise CheckpointError(f"{file}: not a Lightning checkpoint (no state_dict)")
+    ckpt = read_checkpoint(file)
     config = (ckpt.get("hyper_parameters") or {}).get("run_config")
     run_yaml = file.parent.parent / "config.yaml"  # <run>/checkpoints/<file> -> <run>/config.yaml
     if not config and run_yaml.is_file():

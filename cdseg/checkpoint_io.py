@@ -1,0 +1,65 @@
+"""Checkpoint files on disk: written atomically, read without running code from them."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from cdseg.io import write_bytes
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used, with the file named."""
+
+
+def read_checkpoint(file: str | Path) -> dict[str, Any]:
+    """``torch.load(file, weights_only=True)`` with an error naming the file instead of a pickle traceback.
+
+    ``weights_only`` restricts unpickling to tensors and plain containers, so a crafted file cannot
+    run code: it fails to load instead.
+    """
+    try:
+        ckpt = torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0]
+        raise CheckpointError(
+            f"{file}: refusing to load: it holds objects other than tensors and plain values ({first})"
+        ) from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{file}: not a readable checkpoint (truncated, or not saved by torch): {first}"
+        ) from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise CheckpointError(f"{file}: not a Lightning checkpoint (no state_dict)")
+    return ckpt
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint IO with two guarantees.
+
+    * Saving is atomic: the file is serialised in memory, written and fsynced beside the target,
+      then renamed over it. A kill at any point leaves the previous checkpoint intact. (Lightning's
+      own save stages the file in the system temp folder, and the final move is a plain copy when
+      that folder is on another filesystem, as it often is on clusters.)
+    * Loading (resuming) uses :func:`read_checkpoint`, so it never runs code from the file.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        if "://" in str(path):  # remote storage: fsspec's transaction is the atomic unit there
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        write_bytes(path, buffer.getbuffer(), durable=True)
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        if "://" in str(path):
+            return super().load_checkpoint(path, map_location, weights_only=True)
+        return read_checkpoint(path)

@@ -1,0 +1,93 @@
+"""Checkpoints are written atomically and loaded without running code from them."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from cdseg import io as cdseg_io
+from cdseg.checkpoint_io import CheckpointError, SafeCheckpointIO, read_checkpoint
+from tests.conftest import ROOT, compose_train, tiny_overrides
+from train import train
+
+WRITER = """
+import sys, torch
+from cdseg.checkpoint_io import SafeCheckpointIO
+for i in range(10**6):
+    # 16 MB a save, so a kill lands while one is being written
+    SafeCheckpointIO().save_checkpoint({"state_dict": {"w": torch.full((4_000_000,), float(i))}}, sys.argv[1])
+    print(i, flush=True)
+"""
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.05, 0.13])
+def test_a_kill_during_save_leaves_the_previous_checkpoint_loadable(tmp_path: Path, delay: float) -> None:
+    path = tmp_path / "last.ckpt"
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        proc.stdout.readline()  # the first save is complete
+        time.sleep(delay)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    w = read_checkpoint(path)["state_dict"]["w"]
+    assert torch.all(w == w[0]), "the checkpoint mixes two saves"
+
+
+class Killed(BaseException):
+    """Stands for the process dying: nothing after it runs."""
+
+
+def test_training_saves_through_the_atomic_writer(tiny_data: Path, tmp_path: Path, monkeypatch) -> None:
+    overrides = (*tiny_overrides(tiny_data, tmp_path), "scheduler=none")
+    train(compose_train(*overrides))
+    before = read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+
+    real_fdopen = os.fdopen
+
+    class DiesHalfway:
+        """A file that writes half of what it is given, then the process 'dies'."""
+
+        def __init__(self, *args, **kwargs) -> None:
+            self.f = real_fdopen(*args, **kwargs)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            self.f.close()
+
+        def write(self, data) -> None:
+            self.f.write(bytes(data)[: len(data) // 2])
+            raise Killed
+
+    monkeypatch.setattr(cdseg_io.os, "fdopen", DiesHalfway)
+    with pytest.raises(Killed):
+        train(compose_train(*overrides, "trainer.max_epochs=2", f"ckpt_path={tmp_path}"))
+    after = read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    assert after["global_step"] == before["global_step"]
+    assert all(torch.equal(after["state_dict"][k], v) for k, v in before["state_dict"].items())
+
+
+class Exploit:
+    def __reduce__(self):
+        return (Path.touch, (Path("/tmp/cdseg-pwned-by-resume"),))
+
+
+def test_resuming_never_runs_code_from_the_checkpoint(tiny_data: Path, tmp_path: Path) -> None:
+    marker = Path("/tmp/cdseg-pwned-by-resume")
+    marker.unlink(missing_ok=True)
+    train(compose_train(*tiny_overrides(tiny_data, tmp_path)))
+    ckpt = read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    torch.save({**ckpt, "payload": Exploit()}, tmp_path / "checkpoints" / "evil.ckpt")
+    with pytest.raises(CheckpointError, match="evil.ckpt: refusing to load"):
+        train(compose_train(*tiny_overrides(tiny_data, tmp_path), f"ckpt_path={tmp_path}/checkpoints/evil.ckpt"))
+    # Lightning's own restore goes through the same reader.
+    with pytest.raises(CheckpointError, match="evil.ckpt: refusing to load"):
+        SafeCheckpointIO().load_checkpoint(tmp_path / "checkpoints" / "evil.ckpt")
+    assert not marker.exists()
