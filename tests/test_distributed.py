@@ -1,6 +1,7 @@
 """Lightning's DDP on CPU (2 processes, gloo) scores an uneven split exactly like one process."""
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +9,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 
+from cdseg.checkpoint_io import read_checkpoint
 from cdseg.data import ChangeDetectionDataModule
 from cdseg.data.synthetic import SyntheticSpec, generate
 from cdseg.inference.checkpoint import load_checkpoint
@@ -42,3 +44,23 @@ def test_ddp_metrics_equal_single_process_on_7_images(tmp_path: Path) -> None:
     for k in SCORES:
         assert ddp["val"][f"val/{k}"] == pytest.approx(single_val[f"val/{k}"], abs=1e-7), k
         assert ddp["test"][f"test/{k}"] == pytest.approx(single_test[f"test/{k}"], abs=1e-7), k
+
+
+def test_ddp_ranks_stop_at_the_same_step_when_one_is_interrupted(tmp_path: Path) -> None:
+    # Only rank 1 gets the signal; rank 0, which writes the checkpoint, must stop after the same batch
+    # (a rank left behind would wait forever in the next gradient all-reduce).
+    data = tmp_path / "data"
+    generate(data, SyntheticSpec(size=48, train=48, val=4, test=0, seed=3))  # 3 steps an epoch
+    args = [*tiny_overrides(data, tmp_path / "run"), "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
+    args += ["trainer.max_epochs=2", "callbacks.progress_bar.refresh_rate=0"]
+    args += [
+        "+callbacks.kill._target_=tests.test_reliability.SignalAt",
+        "+callbacks.kill.step=1",
+        "+callbacks.kill.rank=1",
+    ]
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-3000:]
+    assert "interrupted at epoch 0, step 2" in proc.stderr, proc.stderr[-1500:]
+    assert read_checkpoint(tmp_path / "run" / "checkpoints" / "interrupted.ckpt")["global_step"] == 2

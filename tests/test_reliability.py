@@ -51,13 +51,14 @@ def assert_same_state(a: dict, b: dict) -> None:
 
 
 class SignalAt(L.Callback):
-    """Sends this process ``signum`` as the batch of global step ``step`` starts, as Ctrl-C or a scheduler would."""
+    """Sends this process ``signum`` as the batch of global step ``step`` starts, as Ctrl-C or a scheduler
+    would; with ``rank``, only that rank's process gets it."""
 
-    def __init__(self, step: int, signum: int = signal.SIGINT) -> None:
-        self.step, self.signum = step, signum
+    def __init__(self, step: int, signum: int = signal.SIGINT, rank: int | None = None) -> None:
+        self.step, self.signum, self.rank = step, signum, rank
 
     def on_train_batch_start(self, trainer: L.Trainer, *args) -> None:
-        if trainer.global_step == self.step:
+        if trainer.global_step == self.step and self.rank in (None, trainer.global_rank):
             os.kill(os.getpid(), self.signum)
 
 
