@@ -103,7 +103,8 @@ class InterruptCheckpoint(L.Callback):
     ) -> None:
         # After an epoch's last batch, validation and the epoch's checkpoints are still due: stop
         # after the next batch instead, so the saved state never sits between an epoch and its end.
-        if batch_idx + 1 >= trainer.num_training_batches:
+        # Gradients being accumulated are not in a checkpoint: stop only after an optimizer step.
+        if batch_idx + 1 >= trainer.num_training_batches or (batch_idx + 1) % trainer.accumulate_grad_batches:
             return
         if not trainer.strategy.reduce_boolean_decision(self._signum is not None, all=False):
             return

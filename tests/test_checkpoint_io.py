@@ -37,6 +37,8 @@ def test_a_kill_during_save_leaves_the_previous_checkpoint_loadable(tmp_path: Pa
         proc.wait()
     w = read_checkpoint(path)["state_dict"]["w"]
     assert torch.all(w == w[0]), "the checkpoint mixes two saves"
+    SafeCheckpointIO().save_checkpoint({"state_dict": {}}, path)
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"], "a killed save's temporary file was left"
 
 
 class Killed(BaseException):

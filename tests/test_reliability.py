@@ -54,12 +54,15 @@ class SignalAt(L.Callback):
     """Sends this process ``signum`` as the batch of global step ``step`` starts, as Ctrl-C or a scheduler
     would; with ``rank``, only that rank's process gets it."""
 
-    def __init__(self, step: int, signum: int = signal.SIGINT, rank: int | None = None) -> None:
-        self.step, self.signum, self.rank = step, signum, rank
+    def __init__(self, step: int, signum: int = signal.SIGINT, rank: int | None = None, group: bool = False) -> None:
+        self.step, self.signum, self.rank, self.group = step, signum, rank, group
 
     def on_train_batch_start(self, trainer: L.Trainer, *args) -> None:
         if trainer.global_step == self.step and self.rank in (None, trainer.global_rank):
-            os.kill(os.getpid(), self.signum)
+            if self.group:  # the whole process group, loader workers included, as a terminal's Ctrl-C
+                os.killpg(os.getpgid(0), self.signum)
+            else:
+                os.kill(os.getpid(), self.signum)
 
 
 @pytest.fixture(scope="module")
@@ -165,21 +168,23 @@ def test_resume_with_ckpt_path_last_continues_the_newest_run_in_its_folder(tiny_
     assert len(list(run_dir.glob(".hydra/resume-*/overrides.yaml"))) == 1
 
 
-def test_interrupted_cli_run_exits_non_zero_naming_the_resume_command(tiny_data: Path, tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "train.py"),
-            *tiny_overrides(tiny_data, tmp_path / "run"),
-            "trainer.max_epochs=3",
-            "+callbacks.kill._target_=tests.test_reliability.SignalAt",
-            "+callbacks.kill.step=1",
-        ],
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_cli_run_exits_non_zero_naming_the_resume_command(
+    tiny_data: Path, tmp_path: Path, signum: int
+) -> None:
+    # Ctrl-C in a terminal, or a job scheduler, signals the loader workers too: they must leave the stop
+    # to the main process rather than die under it.
+    kill = ["+callbacks.kill._target_=tests.test_reliability.SignalAt", "+callbacks.kill.step=1"]
+    kill += [f"+callbacks.kill.signum={signum}", "+callbacks.kill.group=true", "data.num_workers=2"]
+    args = [*tiny_overrides(tiny_data, tmp_path / "run"), "trainer.max_epochs=3", *kill]
+    proc = subprocess.run(  # a session of its own, so the signal does not reach pytest
+        [sys.executable, str(ROOT / "train.py"), *args],
         capture_output=True,
         text=True,
         cwd=ROOT,
+        start_new_session=True,
     )
-    assert proc.returncode == 128 + signal.SIGINT, proc.stderr
+    assert proc.returncode == 128 + signum, proc.stderr[-3000:]
     assert "interrupted at epoch 0, step 2" in proc.stderr and "Traceback" not in proc.stderr
     assert f"resume with: python train.py ckpt_path={tmp_path / 'run'}" in proc.stderr
 
@@ -200,3 +205,17 @@ def test_last_checkpoint_follows_every_epoch_even_without_improvement(tiny_data:
     last = run(tiny_data, tmp_path / "r", "trainer.max_epochs=3", "optimizer.lr=0", "scheduler=none")
     assert last["epoch"] == 2 and last["global_step"] == 9
     assert [p.name for p in sorted((tmp_path / "r" / "checkpoints").glob("best-*"))] == ["best-epoch000.ckpt"]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_loader_workers_outlive_a_stop_signal(tiny_data: Path, signum: int) -> None:
+    # The signal reaches the workers as well as the main process; the batches still to come must arrive.
+    from cdseg.data import ChangeDetectionDataModule
+
+    dm = ChangeDetectionDataModule(str(tiny_data), batch_size=2, num_workers=2)
+    it = iter(dm.val_dataloader())  # 4 batches of the 8 validation pairs, dealt to the workers in turn
+    first = [next(it), next(it)]  # one from each worker: both have started
+    for worker in it._workers:
+        os.kill(worker.pid, signum)
+    rest = list(it)
+    assert len(first) + len(rest) == 4

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader
 
 from cdseg.data.dataset import DEFAULT_EXTENSIONS, ChangeDetectionDataset, DatasetError
@@ -131,6 +134,10 @@ class ChangeDetectionDataModule(L.LightningDataModule):
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         return SeededSampler(len(dataset), shuffle=train, seed=self.seed, rank=rank, world_size=world, pad=train)
 
+    def _loader(self, dataset: ChangeDetectionDataset, batch_size: int, sampler: SeededSampler) -> DataLoader:
+        init = partial(_worker_init, rank=sampler.rank) if self.loader_args["num_workers"] else None
+        return DataLoader(dataset, batch_size, sampler=sampler, worker_init_fn=init, **self.loader_args)
+
     def train_dataloader(self) -> DataLoader:
         dataset = self._dataset("train")
         sampler = self._sampler(dataset, train=True)
@@ -141,15 +148,24 @@ class ChangeDetectionDataModule(L.LightningDataModule):
             epoch, batches_done = resume_point(self.trainer)
             sampler.set_epoch(epoch)
             sampler.skip(epoch, batches_done * self.batch_size)
-        return DataLoader(dataset, self.batch_size, sampler=sampler, **self.loader_args)
+        return self._loader(dataset, self.batch_size, sampler)
 
     def val_dataloader(self) -> DataLoader:
         dataset = self._dataset("val")
-        return DataLoader(dataset, self.eval_batch_size, sampler=self._sampler(dataset, False), **self.loader_args)
+        return self._loader(dataset, self.eval_batch_size, self._sampler(dataset, False))
 
     def test_dataloader(self) -> DataLoader:
         dataset = self._dataset("test")
-        return DataLoader(dataset, self.eval_batch_size, sampler=self._sampler(dataset, False), **self.loader_args)
+        return self._loader(dataset, self.eval_batch_size, self._sampler(dataset, False))
+
+
+def _worker_init(worker_id: int, rank: int) -> None:
+    # Ctrl-C and SIGTERM reach every process of the job. The main process handles them
+    # (cdseg.callbacks.InterruptCheckpoint) and ends its workers itself, so a worker must not die first
+    # and fail the batches still to come.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    pl_worker_init_function(worker_id, rank)  # what Lightning would install: seeds random/numpy per worker
 
 
 def resume_point(trainer: L.Trainer) -> tuple[int, int]:
