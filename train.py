@@ -61,6 +61,23 @@ def _scalars(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
     return {k: float(v) for k, v in sorted(metrics.items()) if k.startswith(prefix)}
 
 
+def _resume(cfg: DictConfig) -> Path | None:
+    """The checkpoint ``ckpt_path=`` names (None for a fresh run); the run continues in its folder."""
+    if not cfg.get("ckpt_path"):
+        return None
+    ckpt_path = resume_checkpoint(str(cfg.ckpt_path), cfg.paths.runs_dir)
+    run = run_folder(ckpt_path)
+    if run is not None:  # the run's own folder, so its best checkpoint and score carry on
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(run)
+    print(f"resuming from {ckpt_path}", file=sys.stderr)
+    # The datamodule positions its sampler inside the epoch itself (data.datamodule.resume_point),
+    # and the checkpoint folder is meant to be the run's own.
+    warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
+    warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+    return ckpt_path
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, then validate and test the best checkpoint; return and write the results.
 
@@ -74,18 +91,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         )
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
-    ckpt_path = None
-    if cfg.get("ckpt_path"):
-        ckpt_path = resume_checkpoint(str(cfg.ckpt_path), cfg.paths.runs_dir)
-        run = run_folder(ckpt_path)
-        if run is not None:  # continue in the run's own folder, so its best checkpoint and score carry on
-            with open_dict(cfg):
-                cfg.paths.output_dir = str(run)
-        print(f"resuming from {ckpt_path}", file=sys.stderr)
-        # The datamodule positions its sampler inside the epoch itself (data.datamodule.resume_point),
-        # and the checkpoint folder is meant to be the run's own.
-        warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
-        warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+    ckpt_path = _resume(cfg)
     _fix_precision(cfg)
     if ckpt_path:
         check_resumable(ckpt_path, OmegaConf.to_container(cfg, resolve=True))

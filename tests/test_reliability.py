@@ -56,9 +56,11 @@ class SignalAt(L.Callback):
 
     def __init__(self, step: int, signum: int = signal.SIGINT, rank: int | None = None, group: bool = False) -> None:
         self.step, self.signum, self.rank, self.group = step, signum, rank, group
+        self.sent = False
 
     def on_train_batch_start(self, trainer: L.Trainer, *args) -> None:
-        if trainer.global_step == self.step and self.rank in (None, trainer.global_rank):
+        if trainer.global_step == self.step and self.rank in (None, trainer.global_rank) and not self.sent:
+            self.sent = True
             if self.group:  # the whole process group, loader workers included, as a terminal's Ctrl-C
                 os.killpg(os.getpgid(0), self.signum)
             else:
@@ -106,6 +108,19 @@ def test_resume_after_an_interrupt_mid_epoch_equals_an_uninterrupted_run(
     resumed = run(tiny_data, tmp_path, *COMMON, f"data.num_workers={workers}", f"ckpt_path={tmp_path}")
     assert_same_state(straight, resumed)
     assert not (tmp_path / "checkpoints" / "interrupted.ckpt").exists(), "a finished run keeps a stale resume point"
+
+
+def test_an_interrupt_while_accumulating_gradients_waits_for_the_optimizer_step(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    # Batches of 4 accumulated in pairs: 6 batches and 3 optimizer steps an epoch. The signal comes
+    # during batch 0, whose gradients a checkpoint could not hold, so the run stops after batch 1.
+    accumulate = (*COMMON, "trainer.max_epochs=2", "data.batch_size=4", "+trainer.accumulate_grad_batches=2")
+    straight = run(tiny_data, tmp_path / "straight", *accumulate)
+    kill = [f"+callbacks.kill._target_={__name__}.SignalAt", "+callbacks.kill.step=0"]
+    with pytest.raises(TrainingInterrupted, match="epoch 0, step 1; saved"):
+        run(tiny_data, tmp_path / "run", *accumulate, *kill)
+    assert_same_state(straight, run(tiny_data, tmp_path / "run", *accumulate, f"ckpt_path={tmp_path / 'run'}"))
 
 
 def test_resume_from_a_step_checkpoint_equals_an_uninterrupted_run(
