@@ -11,6 +11,7 @@ Every run writes to its own folder: the composed config, TensorBoard logs, check
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -22,6 +23,7 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cdseg.callbacks import TrainingInterrupted
@@ -94,7 +96,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = _resume(cfg)
     _fix_precision(cfg)
     if ckpt_path:
-        check_resumable(ckpt_path, OmegaConf.to_container(cfg, resolve=True))
+        strict = cfg.get("resume_strict", True)
+        for change in check_resumable(ckpt_path, OmegaConf.to_container(cfg, resolve=True), strict):
+            print(f"warning: resuming with a changed setting (resume_strict=false): {change}", file=sys.stderr)
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
@@ -110,10 +114,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
-    # SafeCheckpointIO: atomic checkpoint writes, and resuming never unpickles code.
-    trainer: L.Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[SafeCheckpointIO()]
-    )
+    # SafeCheckpointIO: atomic checkpoint writes; resuming never unpickles code, and a moved run
+    # folder keeps its best checkpoint and score.
+    checkpoint_io = SafeCheckpointIO(run_checkpoint_dir=out / "checkpoints" if ckpt_path else None)
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[checkpoint_io])
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
 
@@ -172,6 +176,9 @@ def main(cfg: DictConfig) -> float | None:
     except TrainingInterrupted as e:
         print(f"{e}\nresume with: python train.py ckpt_path={Path(cfg.paths.output_dir)}", file=sys.stderr)
         raise SystemExit(128 + e.signum) from None
+    except SIGTERMException:  # Lightning's own SIGTERM handling outside training batches (setup, testing)
+        print("terminated (SIGTERM) outside training; resume from the run's last.ckpt", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGTERM) from None
     except (
         ConfigError,
         CheckpointError,

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import signal
-import sys
 import threading
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import default_collate
 
@@ -64,15 +65,16 @@ class TrainingInterrupted(Exception):
         self.signum = signum
 
 
-class InterruptCheckpoint(L.Callback):
-    """Ctrl-C (SIGINT) or SIGTERM stops training after the current batch, with a checkpoint to resume from.
+class InterruptCheckpoint(Checkpoint):
+    """Ctrl-C (SIGINT) or SIGTERM stops training at the next safe point, with a checkpoint to resume from.
 
-    A signal only sets a flag; at the end of the batch every rank agrees on it (one tiny all-reduce,
-    so DDP ranks stop at the same step), ``<dirpath>/<filename>.ckpt`` is written, and
-    :class:`TrainingInterrupted` ends the run. Stopping between batches keeps the saved state
-    consistent: weights, optimizer and batch counter all stand after the same step, so resuming
-    with ``ckpt_path=`` continues exactly. A second Ctrl-C aborts at once, without saving.
-    The file is removed when a later fit of the same run folder finishes.
+    A signal only sets a flag. At the end of a batch that completed an optimizer step, or at the end
+    of an epoch (after its validation and its checkpoints: Lightning runs ``Checkpoint`` callbacks
+    last), every rank agrees on the flag (one tiny all-reduce, so DDP ranks stop at the same step),
+    ``<dirpath>/<filename>.ckpt`` is written and :class:`TrainingInterrupted` ends the run. The saved
+    weights, optimizer and loop counters all stand after the same step, so resuming with
+    ``ckpt_path=`` continues exactly. A second Ctrl-C aborts at once, without saving; a second
+    SIGTERM is ignored. The file is removed when a later fit of the same run folder finishes.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -89,9 +91,14 @@ class InterruptCheckpoint(L.Callback):
                 self._previous[sig] = signal.signal(sig, self._request)
 
     def _request(self, signum: int, frame: Any) -> None:
+        if self._signum is not None:
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt  # a second Ctrl-C: stop now, without a checkpoint
+            return
         self._signum = signum
-        self._restore()  # the next signal acts as it would without this callback
-        print(f"\n{signal.Signals(signum).name}: stopping after this batch to save {self.path} ...", file=sys.stderr)
+        # os.write, not print: a signal handler may run in the middle of another write to stderr.
+        name = signal.Signals(signum).name
+        os.write(2, f"\n{name}: stopping at the end of this step to save {self.path} ...\n".encode())
 
     def _restore(self) -> None:
         for sig, handler in self._previous.items():
@@ -101,11 +108,17 @@ class InterruptCheckpoint(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        # After an epoch's last batch, validation and the epoch's checkpoints are still due: stop
-        # after the next batch instead, so the saved state never sits between an epoch and its end.
-        # Gradients being accumulated are not in a checkpoint: stop only after an optimizer step.
+        # The epoch's last batch is left to on_train_epoch_end, once validation and the epoch's
+        # checkpoints are done; gradients being accumulated are not in a checkpoint, so a stop waits
+        # for the optimizer step.
         if batch_idx + 1 >= trainer.num_training_batches or (batch_idx + 1) % trainer.accumulate_grad_batches:
             return
+        self._stop_if_requested(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._stop_if_requested(trainer)
+
+    def _stop_if_requested(self, trainer: L.Trainer) -> None:
         if not trainer.strategy.reduce_boolean_decision(self._signum is not None, all=False):
             return
         trainer.save_checkpoint(self.path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -41,6 +42,31 @@ def read_checkpoint(file: str | Path) -> dict[str, Any]:
     return ckpt
 
 
+def relocate(checkpoint: dict[str, Any], checkpoint_dir: str | Path) -> None:
+    """Point the ModelCheckpoint states of a moved or copied run at its ``checkpoints`` folder.
+
+    Lightning keeps a best score only when the checkpoint folder is the one it was saved from;
+    rewriting the recorded folder (and the paths under it) keeps the best checkpoint and its score.
+    """
+    new_dir = os.path.realpath(checkpoint_dir)
+    for key, state in (checkpoint.get("callbacks") or {}).items():
+        old_dir = state.get("dirpath") if key.startswith("ModelCheckpoint") and isinstance(state, dict) else None
+        if not old_dir or old_dir == new_dir:
+            continue
+
+        def move(path: Any, old_dir: str = old_dir) -> Any:
+            if isinstance(path, str) and path.startswith(old_dir + os.sep):
+                return os.path.join(new_dir, os.path.relpath(path, old_dir))
+            return path
+
+        state["dirpath"] = new_dir
+        for name in ("best_model_path", "kth_best_model_path", "last_model_path"):
+            if name in state:
+                state[name] = move(state[name])
+        if isinstance(state.get("best_k_models"), dict):
+            state["best_k_models"] = {move(k): v for k, v in state["best_k_models"].items()}
+
+
 class SafeCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint IO with two guarantees.
 
@@ -50,6 +76,12 @@ class SafeCheckpointIO(TorchCheckpointIO):
       that folder is on another filesystem, as it often is on clusters.)
     * Loading (resuming) uses :func:`read_checkpoint`, so it never runs code from the file.
     """
+
+    def __init__(self, run_checkpoint_dir: str | Path | None = None) -> None:
+        """``run_checkpoint_dir``: when resuming, the run's ``checkpoints`` folder; callback states
+        recorded under another folder (the run was moved or copied) are re-pointed at it."""
+        super().__init__()
+        self.run_checkpoint_dir = run_checkpoint_dir
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         if "://" in str(path):  # remote storage: fsspec's transaction is the atomic unit there
@@ -67,4 +99,7 @@ class SafeCheckpointIO(TorchCheckpointIO):
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         if "://" in str(path):
             return super().load_checkpoint(path, map_location, weights_only=True)
-        return read_checkpoint(path)
+        checkpoint = read_checkpoint(path)
+        if self.run_checkpoint_dir is not None:
+            relocate(checkpoint, self.run_checkpoint_dir)
+        return checkpoint

@@ -24,6 +24,12 @@ def write_bytes(path: str | Path, data: bytes | memoryview, durable: bool = Fals
                 os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
+        if durable:  # the rename itself lives in the folder
+            folder = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -8,20 +8,43 @@ from typing import Any
 
 from cdseg.checkpoint_io import CheckpointError, read_checkpoint
 
-# Written by InterruptCheckpoint and by the last-epoch ModelCheckpoint; the newer one is the resume point.
-RESUMABLE = ("interrupted.ckpt", "last.ckpt")
+# Written by the last-epoch ModelCheckpoint and by InterruptCheckpoint; the one holding more steps
+# is the resume point (last.ckpt on a tie).
+RESUMABLE = ("last.ckpt", "interrupted.ckpt")
 
-# What a resumed run may change: where it writes and logs, how long and on what hardware it trains,
-# how (not what) data is loaded. Everything else decides the weights, so it must equal the run's.
+# What a resumed run may change: where it writes and logs, how long it trains, when it validates,
+# how (not what) data is loaded, and the accelerator. Everything else (model, loss, optimizer,
+# schedule, augmentation, batch size, seed, devices, precision, gradient accumulation and clipping)
+# decides the weights, so by default it must equal the run's (resume_strict=false only warns).
 MAY_CHANGE = (
     "paths",
     "ckpt_path",
-    "trainer",
+    "resume_strict",
     "callbacks",
     "logger",
     "test",
+    *(
+        f"trainer.{k}"
+        for k in (
+            "max_epochs",
+            "max_steps",
+            "max_time",
+            "min_epochs",
+            "min_steps",
+            "accelerator",
+            "default_root_dir",
+            "log_every_n_steps",
+            "enable_progress_bar",
+            "enable_model_summary",
+            "num_sanity_val_steps",
+            "check_val_every_n_epoch",
+            "val_check_interval",
+            "limit_val_batches",
+            "limit_test_batches",
+            "profiler",
+        )
+    ),
     "data.root",
-    "data.synthetic",
     "data.num_workers",
     "data.pin_memory",
     "data.persistent_workers",
@@ -29,28 +52,49 @@ MAY_CHANGE = (
 )
 
 
-def _newest(paths: list[Path]) -> Path | None:
-    return max(paths, key=lambda p: p.stat().st_mtime_ns, default=None)
+def _most_trained(paths: list[Path]) -> Path | None:
+    """The checkpoint of one run holding the most optimizer steps (the first listed on a tie).
+
+    Steps, not file times: copying a run folder does not always keep modification times.
+    """
+    best, best_step = None, -1
+    for path in paths:
+        step = int(read_checkpoint(path).get("global_step", -1))
+        if step > best_step:
+            best, best_step = path, step
+    return best
+
+
+def _resumable(run: Path) -> list[Path]:
+    return [run / "checkpoints" / name for name in RESUMABLE if (run / "checkpoints" / name).is_file()]
 
 
 def resume_checkpoint(spec: str, runs_dir: str | Path) -> Path:
     """The checkpoint a ``ckpt_path=`` value names.
 
-    ``last``: the newest resumable checkpoint of any run under ``runs_dir``; a run folder: its newest
-    resumable checkpoint; a file: that file. Anything else raises ``FileNotFoundError``: resuming
-    never silently starts afresh.
+    ``last``: the most recently written single run under ``runs_dir`` (sweep jobs under
+    ``multirun/`` are left out: name one by its folder); a run folder: its checkpoint holding the
+    most steps; a file: that file. Anything else raises ``FileNotFoundError``: resuming never
+    silently starts afresh.
     """
     if spec == "last":
-        found = _newest([p for name in RESUMABLE for p in Path(runs_dir).glob(f"**/checkpoints/{name}")])
-        if found is None:
+        runs_dir = Path(runs_dir)
+        runs = {
+            p.parent.parent
+            for name in RESUMABLE
+            for p in runs_dir.glob(f"**/checkpoints/{name}")
+            if p.relative_to(runs_dir).parts[0] != "multirun"
+        }
+        if not runs:
             raise FileNotFoundError(
                 f"ckpt_path=last: no run under {runs_dir}/ has checkpoints/last.ckpt or interrupted.ckpt; "
                 "nothing to resume"
             )
-        return found
+        newest = max(runs, key=lambda run: max(p.stat().st_mtime_ns for p in _resumable(run)))
+        return _most_trained(_resumable(newest))
     path = Path(spec)
     if path.is_dir():
-        found = _newest([path / "checkpoints" / name for name in RESUMABLE if (path / "checkpoints" / name).is_file()])
+        found = _most_trained(_resumable(path))
         if found is None:
             raise FileNotFoundError(f"ckpt_path={spec}: folder has no checkpoints/last.ckpt or interrupted.ckpt")
         return found
@@ -112,24 +156,29 @@ def config_changes(run_config: dict[str, Any], config: dict[str, Any]) -> list[t
     return changes
 
 
-def check_resumable(checkpoint: Path, config: dict[str, Any]) -> None:
+def check_resumable(checkpoint: Path, config: dict[str, Any], strict: bool = True) -> list[str]:
     """Refuse to resume ``checkpoint`` under settings that would change what it trains.
+
+    Returns:
+        the changes found, described (only when ``strict`` is false: then they are warnings).
 
     Raises:
         CheckpointError: naming every changed key with the run's value, ready to paste as overrides.
     """
     run_config = (read_checkpoint(checkpoint).get("hyper_parameters") or {}).get("run_config")
     if not run_config:
-        return  # not written by train.py: nothing to compare against
+        return []  # not written by train.py: nothing to compare against
     changes = config_changes(run_config, config)
-    if changes:
-        listed = ", ".join(f"{k} (run: {old!r}, now: {new!r})" for k, old, new in changes[:8])
+    described = [f"{k} (run: {old!r}, now: {new!r})" for k, old, new in changes]
+    if changes and strict:
         more = f" and {len(changes) - 8} more" if len(changes) > 8 else ""
         fix = " ".join(f"~{k}" if old == ABSENT else f"{k}={_override(old)}" for k, old, _ in changes[:8])
         raise CheckpointError(
-            f"ckpt_path={checkpoint}: the run was trained with other settings: {listed}{more}. "
-            f"Resume with the run's own values (add: {fix})"
+            f"ckpt_path={checkpoint}: the run was trained with other settings: {', '.join(described[:8])}{more}. "
+            f"Resume with the run's own values (add: {fix}), or resume_strict=false to go on regardless "
+            "(the result is then not that of one uninterrupted run)"
         )
+    return described
 
 
 def _override(value: Any) -> str:

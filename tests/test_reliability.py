@@ -14,6 +14,7 @@ import torch
 
 from cdseg.callbacks import TrainingInterrupted
 from cdseg.checkpoint_io import CheckpointError
+from cdseg.resume import resume_checkpoint
 from tests.conftest import ROOT, compose_train, tiny_overrides
 from train import train
 
@@ -54,17 +55,34 @@ class SignalAt(L.Callback):
     """Sends this process ``signum`` as the batch of global step ``step`` starts, as Ctrl-C or a scheduler
     would; with ``rank``, only that rank's process gets it."""
 
-    def __init__(self, step: int, signum: int = signal.SIGINT, rank: int | None = None, group: bool = False) -> None:
-        self.step, self.signum, self.rank, self.group = step, signum, rank, group
+    def __init__(
+        self,
+        step: int = 0,
+        signum: int = signal.SIGINT,
+        rank: int | None = None,
+        group: bool = False,
+        times: int = 1,
+        when: str = "train",
+    ) -> None:
+        self.step, self.signum, self.rank, self.group, self.times, self.when = step, signum, rank, group, times, when
         self.sent = False
 
-    def on_train_batch_start(self, trainer: L.Trainer, *args) -> None:
+    def _send(self, trainer: L.Trainer) -> None:
         if trainer.global_step == self.step and self.rank in (None, trainer.global_rank) and not self.sent:
             self.sent = True
-            if self.group:  # the whole process group, loader workers included, as a terminal's Ctrl-C
-                os.killpg(os.getpgid(0), self.signum)
-            else:
-                os.kill(os.getpid(), self.signum)
+            for _ in range(self.times):
+                if self.group:  # the whole process group, loader workers included, as a terminal's Ctrl-C
+                    os.killpg(os.getpgid(0), self.signum)
+                else:
+                    os.kill(os.getpid(), self.signum)
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args) -> None:
+        if self.when == "train":
+            self._send(trainer)
+
+    def on_test_batch_start(self, trainer: L.Trainer, *args) -> None:
+        if self.when == "test":
+            self._send(trainer)
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +105,7 @@ def test_resume_at_an_epoch_boundary_equals_an_uninterrupted_run(
     ("step", "signum", "workers", "stopped_at"),
     [
         (4, signal.SIGINT, 0, 5),  # in the middle of epoch 1
-        (5, signal.SIGTERM, 2, 7),  # on epoch 1's last batch: its validation is due, so it stops one batch later
+        (5, signal.SIGTERM, 2, 6),  # on epoch 1's last batch: it stops once the epoch's validation is done
     ],
 )
 def test_resume_after_an_interrupt_mid_epoch_equals_an_uninterrupted_run(
@@ -132,22 +150,65 @@ def test_resume_from_a_step_checkpoint_equals_an_uninterrupted_run(
     assert_same_state(straight, run(tiny_data, tmp_path, *COMMON, f"ckpt_path={tmp_path}"))
 
 
-def test_resuming_keeps_the_best_checkpoint_and_its_score(tiny_data: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("moved", [False, True])
+def test_resuming_keeps_the_best_checkpoint_and_its_score(tiny_data: Path, tmp_path: Path, moved: bool) -> None:
     # At lr 0 every epoch scores the same as epoch 0, so epoch 0 must stay the best: a resumed run
     # that forgot the score would take its first epoch as a new best.
     frozen = ("optimizer.lr=0", "scheduler=none")
-    first = run(tiny_data, tmp_path, *frozen, "trainer.max_epochs=1")
-    resumed = run(tiny_data, tmp_path, *frozen, "trainer.max_epochs=3", f"ckpt_path={tmp_path}/checkpoints/last.ckpt")
+    first = run(tiny_data, tmp_path / "run", *frozen, "trainer.max_epochs=1")
+    folder = tmp_path / "run"
+    if moved:  # e.g. copied back from a cluster: Lightning alone would drop the score
+        folder = (tmp_path / "run").rename(tmp_path / "moved")
+    resumed = run(tiny_data, tmp_path / "x", *frozen, "trainer.max_epochs=3", f"ckpt_path={folder}")
     assert resumed["epoch"] == 2
     assert best_state(resumed) == best_state(first)
-    assert [p.name for p in (tmp_path / "checkpoints").glob("best-*")] == ["best-epoch000.ckpt"]
-    assert Path(json.loads((tmp_path / "metrics.json").read_text())["best_checkpoint"]).name == "best-epoch000.ckpt"
+    assert [p.name for p in (folder / "checkpoints").glob("best-*")] == ["best-epoch000.ckpt"]
+    best = Path(json.loads((folder / "metrics.json").read_text())["best_checkpoint"])
+    assert best == (folder / "checkpoints" / "best-epoch000.ckpt").resolve()
 
 
-def test_resume_under_other_settings_is_refused_naming_them(tiny_data: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("model.base=8", r"model.base \(run: 4, now: 8\).*add: model.base=4"),
+        ("+trainer.accumulate_grad_batches=2", r"trainer.accumulate_grad_batches \(run: '<absent>', now: 2\)"),
+        ("trainer.devices=2", r"trainer.devices \(run: 1, now: 2\).*add: trainer.devices=1"),
+    ],
+)
+def test_resume_under_other_settings_is_refused_naming_them(
+    tiny_data: Path, tmp_path: Path, change: str, message: str
+) -> None:
     run(tiny_data, tmp_path, "trainer.max_epochs=1")
-    with pytest.raises(CheckpointError, match=r"model.base \(run: 4, now: 8\).*add: model.base=4"):
-        run(tiny_data, tmp_path, "trainer.max_epochs=1", "model.base=8", f"ckpt_path={tmp_path}")
+    with pytest.raises(CheckpointError, match=message):
+        run(tiny_data, tmp_path, "trainer.max_epochs=1", change, f"ckpt_path={tmp_path}")
+
+
+def test_resume_strict_false_resumes_under_changed_settings_with_a_warning(
+    tiny_data: Path, tmp_path: Path, capsys
+) -> None:
+    run(tiny_data, tmp_path, "trainer.max_epochs=1", "scheduler=none")
+    changed = ("scheduler=none", "+trainer.gradient_clip_val=1.0", "resume_strict=false")
+    assert run(tiny_data, tmp_path, "trainer.max_epochs=2", *changed, f"ckpt_path={tmp_path}")["epoch"] == 1
+    assert "warning: resuming with a changed setting (resume_strict=false): trainer.gradient_clip_val" in (
+        capsys.readouterr().err
+    )
+
+
+def test_a_folder_resumes_from_its_checkpoint_with_the_most_steps_whatever_the_file_times(tmp_path: Path) -> None:
+    folder = tmp_path / "run" / "checkpoints"
+    folder.mkdir(parents=True)
+    torch.save({"state_dict": {}, "global_step": 7}, folder / "interrupted.ckpt")
+    torch.save({"state_dict": {}, "global_step": 6}, folder / "last.ckpt")  # written later, e.g. by a copy
+    assert resume_checkpoint(str(tmp_path / "run"), tmp_path) == folder / "interrupted.ckpt"
+    torch.save({"state_dict": {}, "global_step": 7}, folder / "last.ckpt")
+    assert resume_checkpoint(str(tmp_path / "run"), tmp_path) == folder / "last.ckpt"  # a tie
+
+
+def test_ckpt_path_last_leaves_sweep_jobs_out(tmp_path: Path) -> None:
+    for run_dir in ("2026-01-01/10-00-00", "multirun/2026-01-02/10-00-00/0"):
+        (tmp_path / run_dir / "checkpoints").mkdir(parents=True)
+        torch.save({"state_dict": {}, "global_step": 1}, tmp_path / run_dir / "checkpoints" / "last.ckpt")
+    assert resume_checkpoint("last", tmp_path) == tmp_path / "2026-01-01/10-00-00/checkpoints/last.ckpt"
 
 
 @pytest.mark.parametrize("spec", ["last", "nope.ckpt", "empty_folder"])
@@ -202,6 +263,28 @@ def test_interrupted_cli_run_exits_non_zero_naming_the_resume_command(
     assert proc.returncode == 128 + signum, proc.stderr[-3000:]
     assert "interrupted at epoch 0, step 2" in proc.stderr and "Traceback" not in proc.stderr
     assert f"resume with: python train.py ckpt_path={tmp_path / 'run'}" in proc.stderr
+
+
+def test_a_second_ctrl_c_aborts_at_once_without_a_checkpoint(tiny_data: Path, tmp_path: Path) -> None:
+    handler = signal.getsignal(signal.SIGINT)
+    kill = [f"+callbacks.kill._target_={__name__}.SignalAt", "+callbacks.kill.step=1", "+callbacks.kill.times=2"]
+    with pytest.raises(SystemExit) as info:  # Lightning's own KeyboardInterrupt handling
+        run(tiny_data, tmp_path, *COMMON, *kill)
+    assert info.value.code == 1
+    assert not (tmp_path / "checkpoints" / "interrupted.ckpt").exists()
+    assert signal.getsignal(signal.SIGINT) is handler
+
+
+def test_sigterm_outside_training_exits_143_not_0(tiny_data: Path, tmp_path: Path) -> None:
+    # During the final test pass, Lightning's own SIGTERM handling stops the run (a SystemExit with
+    # no code, which would read as success to a job scheduler).
+    kill = ["+callbacks.kill._target_=tests.test_reliability.SignalAt", "+callbacks.kill.when=test"]
+    kill += [f"+callbacks.kill.signum={signal.SIGTERM}", "+callbacks.kill.step=3", "data.eval_batch_size=2"]
+    args = [*tiny_overrides(tiny_data, tmp_path / "run"), *kill]
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-3000:]
+    assert "terminated (SIGTERM) outside training" in proc.stderr
+    assert not (tmp_path / "run" / "metrics.json").exists()
 
 
 def test_same_seed_same_weights_and_metrics_with_two_workers(tiny_data: Path, tmp_path: Path) -> None:
