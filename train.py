@@ -22,12 +22,13 @@ import lightning as L
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cdseg.callbacks import TrainingInterrupted
-from cdseg.checkpoint_io import CheckpointError, SafeCheckpointIO
+from cdseg.checkpoint_io import CheckpointError, SafeCheckpointIO, read_checkpoint
 from cdseg.data import DatasetError
 from cdseg.io import write_text
 from cdseg.module import ChangeDetectionModule, NonFiniteError
@@ -96,8 +97,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = _resume(cfg)
     _fix_precision(cfg)
     if ckpt_path:
+        run_config = (read_checkpoint(ckpt_path).get("hyper_parameters") or {}).get("run_config")
+        if run_config and _cpu_only(cfg):  # a GPU run's mixed precision falls back here as it would have
+            run_config["trainer"]["precision"] = cpu_precision(run_config["trainer"].get("precision", "32-true"))[0]
         strict = cfg.get("resume_strict", True)
-        for change in check_resumable(ckpt_path, OmegaConf.to_container(cfg, resolve=True), strict):
+        for change in check_resumable(ckpt_path, run_config, OmegaConf.to_container(cfg, resolve=True), strict):
             print(f"warning: resuming with a changed setting (resume_strict=false): {change}", file=sys.stderr)
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -116,12 +120,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     # SafeCheckpointIO: atomic checkpoint writes; resuming never unpickles code, and a moved run
     # folder keeps its best checkpoint and score.
-    checkpoint_io = SafeCheckpointIO(run_checkpoint_dir=out / "checkpoints" if ckpt_path else None)
+    checkpoint_io = SafeCheckpointIO(
+        run_checkpoint_dir=out / "checkpoints" if ckpt_path and run_folder(ckpt_path) else None
+    )
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[checkpoint_io])
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
 
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    # The first ModelCheckpoint (conf/callbacks: the best epoch); other Checkpoint callbacks, such as
+    # InterruptCheckpoint, keep no best model.
+    best_ckpt = next((c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)), None)
+    best = best_ckpt.best_model_path if best_ckpt else ""
     # Re-validating the best checkpoint gives all val/* metrics of that epoch, and proves it loads.
     if best:
         val = trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False)[0]

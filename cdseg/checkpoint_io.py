@@ -47,14 +47,22 @@ def relocate(checkpoint: dict[str, Any], checkpoint_dir: str | Path) -> None:
 
     Lightning keeps a best score only when the checkpoint folder is the one it was saved from;
     rewriting the recorded folder (and the paths under it) keeps the best checkpoint and its score.
+    Only states recorded in the run's own ``checkpoints`` folder (from the run config the checkpoint
+    holds) move; a ModelCheckpoint writing elsewhere is left as it was.
     """
+    run_config = (checkpoint.get("hyper_parameters") or {}).get("run_config") or {}
+    old_run = (run_config.get("paths") or {}).get("output_dir")
+    if not old_run:
+        return
+    old_dir = os.path.realpath(os.path.join(old_run, "checkpoints"))
     new_dir = os.path.realpath(checkpoint_dir)
+    if old_dir == new_dir:
+        return
     for key, state in (checkpoint.get("callbacks") or {}).items():
-        old_dir = state.get("dirpath") if key.startswith("ModelCheckpoint") and isinstance(state, dict) else None
-        if not old_dir or old_dir == new_dir:
+        if not (key.startswith("ModelCheckpoint") and isinstance(state, dict) and state.get("dirpath") == old_dir):
             continue
 
-        def move(path: Any, old_dir: str = old_dir) -> Any:
+        def move(path: Any) -> Any:
             if isinstance(path, str) and path.startswith(old_dir + os.sep):
                 return os.path.join(new_dir, os.path.relpath(path, old_dir))
             return path

@@ -156,8 +156,11 @@ def config_changes(run_config: dict[str, Any], config: dict[str, Any]) -> list[t
     return changes
 
 
-def check_resumable(checkpoint: Path, config: dict[str, Any], strict: bool = True) -> list[str]:
-    """Refuse to resume ``checkpoint`` under settings that would change what it trains.
+def check_resumable(
+    checkpoint: Path, run_config: dict[str, Any] | None, config: dict[str, Any], strict: bool = True
+) -> list[str]:
+    """Refuse to resume ``checkpoint`` (trained under ``run_config``) with settings that would change
+    what it trains.
 
     Returns:
         the changes found, described (only when ``strict`` is false: then they are warnings).
@@ -165,7 +168,6 @@ def check_resumable(checkpoint: Path, config: dict[str, Any], strict: bool = Tru
     Raises:
         CheckpointError: naming every changed key with the run's value, ready to paste as overrides.
     """
-    run_config = (read_checkpoint(checkpoint).get("hyper_parameters") or {}).get("run_config")
     if not run_config:
         return []  # not written by train.py: nothing to compare against
     changes = config_changes(run_config, config)

@@ -194,6 +194,39 @@ def test_resume_strict_false_resumes_under_changed_settings_with_a_warning(
     )
 
 
+def test_a_lone_checkpoint_file_resumes_into_a_new_run_folder(tiny_data: Path, tmp_path: Path) -> None:
+    run(tiny_data, tmp_path / "first", "trainer.max_epochs=1", "scheduler=none")
+    (tmp_path / "shared").mkdir()
+    lone = (tmp_path / "first" / "checkpoints" / "last.ckpt").rename(tmp_path / "shared" / "model.ckpt")
+    cfg = compose_train(*tiny_overrides(tiny_data, tmp_path / "new"), "trainer.max_epochs=2", "scheduler=none")
+    cfg.ckpt_path = str(lone)
+    results = train(cfg)
+    assert Path(results["best_checkpoint"]).parent == (tmp_path / "new" / "checkpoints").resolve()
+    assert (
+        Path(results["best_checkpoint"]).is_file()
+        and load(tmp_path / "new" / "checkpoints" / "last.ckpt")["epoch"] == 1
+    )
+
+
+def test_a_gpu_mixed_precision_run_resumes_on_a_cpu(tiny_data: Path, tmp_path: Path) -> None:
+    # The same command on a CPU-only machine: 16-mixed falls back there, for the run's record as for
+    # this command, so it is no change of settings.
+    run(tiny_data, tmp_path, "trainer.max_epochs=1", "scheduler=none")
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    ckpt = load(last)
+    ckpt["hyper_parameters"]["run_config"]["trainer"]["precision"] = "16-mixed"  # as recorded on a GPU
+    torch.save(ckpt, last)
+    resumed = run(
+        tiny_data,
+        tmp_path,
+        "trainer.max_epochs=2",
+        "scheduler=none",
+        "trainer.precision=16-mixed",
+        f"ckpt_path={tmp_path}",
+    )
+    assert resumed["epoch"] == 1
+
+
 def test_a_folder_resumes_from_its_checkpoint_with_the_most_steps_whatever_the_file_times(tmp_path: Path) -> None:
     folder = tmp_path / "run" / "checkpoints"
     folder.mkdir(parents=True)
