@@ -64,21 +64,30 @@ def _scalars(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
     return {k: float(v) for k, v in sorted(metrics.items()) if k.startswith(prefix)}
 
 
-def _resume(cfg: DictConfig) -> Path | None:
-    """The checkpoint ``ckpt_path=`` names (None for a fresh run); the run continues in its folder."""
+def _resume(cfg: DictConfig) -> tuple[Path | None, bool]:
+    """The checkpoint ``ckpt_path=`` names (None for a fresh run), and whether the run continues in
+    that checkpoint's run folder (then ``paths.output_dir``); refuses settings that change training."""
     if not cfg.get("ckpt_path"):
-        return None
+        return None, False
     ckpt_path = resume_checkpoint(str(cfg.ckpt_path), cfg.paths.runs_dir)
     run = run_folder(ckpt_path)
     if run is not None:  # the run's own folder, so its best checkpoint and score carry on
         with open_dict(cfg):
             cfg.paths.output_dir = str(run)
     print(f"resuming from {ckpt_path}", file=sys.stderr)
+    run_config = (read_checkpoint(ckpt_path, peek=True).get("hyper_parameters") or {}).get("run_config")
+    if run_config and _cpu_only(cfg):  # a GPU run's mixed precision falls back here as this run's did
+        run_config["trainer"]["precision"] = cpu_precision(run_config["trainer"].get("precision", "32-true"))[0]
+    changes = check_resumable(
+        ckpt_path, run_config, OmegaConf.to_container(cfg, resolve=True), cfg.get("resume_strict", True)
+    )
+    for change in changes:
+        print(f"warning: resuming with a changed setting (resume_strict=false): {change}", file=sys.stderr)
     # The datamodule positions its sampler inside the epoch itself (data.datamodule.resume_point),
     # and the checkpoint folder is meant to be the run's own.
     warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
     warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
-    return ckpt_path
+    return ckpt_path, run is not None
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -94,15 +103,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         )
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
-    ckpt_path = _resume(cfg)
     _fix_precision(cfg)
-    if ckpt_path:
-        run_config = (read_checkpoint(ckpt_path).get("hyper_parameters") or {}).get("run_config")
-        if run_config and _cpu_only(cfg):  # a GPU run's mixed precision falls back here as it would have
-            run_config["trainer"]["precision"] = cpu_precision(run_config["trainer"].get("precision", "32-true"))[0]
-        strict = cfg.get("resume_strict", True)
-        for change in check_resumable(ckpt_path, run_config, OmegaConf.to_container(cfg, resolve=True), strict):
-            print(f"warning: resuming with a changed setting (resume_strict=false): {change}", file=sys.stderr)
+    ckpt_path, in_run_folder = _resume(cfg)
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
@@ -120,9 +122,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     # SafeCheckpointIO: atomic checkpoint writes; resuming never unpickles code, and a moved run
     # folder keeps its best checkpoint and score.
-    checkpoint_io = SafeCheckpointIO(
-        run_checkpoint_dir=out / "checkpoints" if ckpt_path and run_folder(ckpt_path) else None
-    )
+    checkpoint_io = SafeCheckpointIO(run_checkpoint_dir=out / "checkpoints" if in_run_folder else None)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[checkpoint_io])
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)

@@ -10,13 +10,12 @@ ratio. SafeCheckpointIO adds an fsync (the file is on disk before it replaces th
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
+from timing import median_seconds
 
 from cdseg.checkpoint_io import SafeCheckpointIO
 from cdseg.models import SiameseUNet
@@ -30,15 +29,6 @@ def training_checkpoint(base: int) -> dict:
     return {"state_dict": net.state_dict(), "optimizer_states": [opt.state_dict()], "epoch": 0}
 
 
-def median_save_seconds(io, checkpoint: dict, path: Path, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        io.save_checkpoint(checkpoint, path)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--base", type=int, default=32)
@@ -48,8 +38,8 @@ def main() -> None:
     checkpoint = training_checkpoint(args.base)
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         path = Path(tmp) / "last.ckpt"
-        lightning = median_save_seconds(TorchCheckpointIO(), checkpoint, path, args.repeats)
-        safe = median_save_seconds(SafeCheckpointIO(), checkpoint, path, args.repeats)
+        lightning = median_seconds(lambda: TorchCheckpointIO().save_checkpoint(checkpoint, path), args.repeats)
+        safe = median_seconds(lambda: SafeCheckpointIO().save_checkpoint(checkpoint, path), args.repeats)
         size = path.stat().st_size / 2**20
     print(f"checkpoint: base {args.base}, {size:.1f} MiB, median of {args.repeats} saves")
     print(f"TorchCheckpointIO (Lightning): {lightning * 1000:.0f} ms")

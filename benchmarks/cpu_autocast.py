@@ -9,25 +9,21 @@ train.py's rule of falling back from 16-mixed to 32-true on CPUs without native 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from timing import median_seconds
 
 from cdseg.models import SiameseUNet
 from cdseg.precision import cpu_has_native_bf16
 
 
 def step_seconds(net: torch.nn.Module, a: torch.Tensor, b: torch.Tensor, bf16: bool, repeats: int) -> float:
-    times = []
-    for i in range(repeats + 1):  # the first step warms up and is not counted
-        start = time.perf_counter()
+    def step() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             out = net(a, b)
         out.float().mean().backward()
-        if i:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+
+    return median_seconds(step, repeats, warmup=1)  # the first step warms up and is not counted
 
 
 def main() -> None:

@@ -59,7 +59,7 @@ def _most_trained(paths: list[Path]) -> Path | None:
     """
     best, best_step = None, -1
     for path in paths:
-        step = int(read_checkpoint(path).get("global_step", -1))
+        step = int(read_checkpoint(path, peek=True).get("global_step", -1))
         if step > best_step:
             best, best_step = path, step
     return best

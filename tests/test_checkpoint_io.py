@@ -93,3 +93,11 @@ def test_resuming_never_runs_code_from_the_checkpoint(tiny_data: Path, tmp_path:
     with pytest.raises(CheckpointError, match="evil.ckpt: refusing to load"):
         SafeCheckpointIO().load_checkpoint(tmp_path / "checkpoints" / "evil.ckpt")
     assert not marker.exists()
+
+
+def test_a_peek_reads_the_counters_and_names_a_bad_file(tmp_path: Path) -> None:
+    torch.save({"state_dict": {"w": torch.ones(4)}, "global_step": 5}, tmp_path / "good.ckpt")
+    assert read_checkpoint(tmp_path / "good.ckpt", peek=True)["global_step"] == 5
+    (tmp_path / "bad.ckpt").write_bytes((tmp_path / "good.ckpt").read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="bad.ckpt: not a readable checkpoint"):
+        read_checkpoint(tmp_path / "bad.ckpt", peek=True)

@@ -39,12 +39,12 @@ def test_a_validation_split_without_change_scores_zero_not_nan(tmp_path: Path) -
     assert val["val/recall"] == val["val/F1"] == val["val/IoU"] == 0.0
     assert all(math.isfinite(v) for v in val.values()), val
     assert 0.0 <= val["val/OA"] <= 1.0
-    written = json.loads((out / "metrics.json").read_text(), parse_constant=lambda c: pytest_fail(c))
+    written = json.loads((out / "metrics.json").read_text(), parse_constant=_reject)
     assert written["val"] == val
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     (best,) = [v for k, v in ckpt["callbacks"].items() if k.startswith("ModelCheckpoint{'monitor': 'val/F1'")]
     assert best["best_model_score"] is not None and math.isfinite(float(best["best_model_score"]))
 
 
-def pytest_fail(constant: str) -> None:
+def _reject(constant: str) -> None:
     raise AssertionError(f"metrics.json holds {constant}")
