@@ -17,8 +17,8 @@ import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from timing import median_seconds
 
-from cdseg.checkpoint_io import SafeCheckpointIO
 from cdseg.models import SiameseUNet
+from cdseg.runs.checkpoint_io import SafeCheckpointIO
 
 
 def training_checkpoint(base: int) -> dict:

@@ -9,13 +9,14 @@ import lightning as L
 import torch
 from torch import nn
 
+from cdseg.errors import CdsegError
 from cdseg.metrics import change_metrics
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 
 
-class NonFiniteError(FloatingPointError):
+class NonFiniteError(CdsegError, FloatingPointError):
     """Training produced a NaN or infinite loss or weight; raised at once so nothing bad is saved."""
 
 

@@ -1,8 +1,22 @@
-"""Which mixed precision a device can run at useful speed."""
+"""Which mixed precision a device can run at useful speed, for training and for prediction."""
 
 from __future__ import annotations
 
+import sys
+
 import torch
+from omegaconf import DictConfig, open_dict
+
+# Precision names (Lightning's, and the short forms predict.py also accepts) -> autocast dtype
+# (None: no autocast, float32).
+AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {
+    "32": None,
+    "32-true": None,
+    "bf16": torch.bfloat16,
+    "bf16-mixed": torch.bfloat16,
+    "16": torch.float16,
+    "16-mixed": torch.float16,
+}
 
 
 def cpu_has_native_bf16() -> bool:
@@ -26,5 +40,31 @@ def cpu_precision(precision: str) -> tuple[str, str | None]:
     if cpu_has_native_bf16():
         if not wants_half:
             return precision, None
-        return "bf16-mixed", f"precision {precision} needs a GPU; using bf16-mixed on this CPU"
-    return "32-true", f"precision {precision} is not native on this CPU (bf16 would be ~30x slower); using 32-true"
+        return "bf16-mixed", f"{precision} needs a GPU; using bf16-mixed on this CPU"
+    return "32-true", f"{precision} is not native on this CPU (bf16 would be ~30x slower); using 32-true"
+
+
+def cpu_only(cfg: DictConfig) -> bool:
+    """Whether the composed train config runs on the CPU alone."""
+    accelerator = cfg.trainer.get("accelerator", "auto")
+    return accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+
+
+def runnable_precision(precision: str, cpu: bool, notice_key: str | None = None) -> str:
+    """``precision`` as it runs: unchanged off the CPU; on a CPU, :func:`cpu_precision`'s choice, with a
+    one-line notice naming the option ``notice_key`` when it changes (none when ``notice_key`` is None)."""
+    if not cpu:
+        return str(precision)
+    runnable, notice = cpu_precision(precision)
+    if notice and notice_key is not None:
+        print(f"notice: {notice_key} {notice}", file=sys.stderr)
+    return runnable
+
+
+def fix_precision(cfg: DictConfig) -> None:
+    """On a CPU-only run, swap a GPU-only or emulated ``trainer.precision`` for one this CPU runs well."""
+    asked = cfg.trainer.get("precision", "32-true")
+    precision = runnable_precision(asked, cpu_only(cfg), "trainer.precision")
+    if precision != str(asked):
+        with open_dict(cfg):
+            cfg.trainer.precision = precision

@@ -10,14 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from cdseg import io as cdseg_io
-from cdseg.checkpoint_io import CheckpointError, SafeCheckpointIO, read_checkpoint
+from cdseg import atomic_write
+from cdseg.runs.checkpoint import CheckpointError, read_checkpoint
+from cdseg.runs.checkpoint_io import SafeCheckpointIO
 from tests.conftest import ROOT, compose_train, tiny_overrides
 from train import train
 
 WRITER = """
 import sys, torch
-from cdseg.checkpoint_io import SafeCheckpointIO
+from cdseg.runs.checkpoint_io import SafeCheckpointIO
 for i in range(10**6):
     # 16 MB a save, so a kill lands while one is being written
     SafeCheckpointIO().save_checkpoint({"state_dict": {"w": torch.full((4_000_000,), float(i))}}, sys.argv[1])
@@ -68,7 +69,7 @@ def test_training_saves_through_the_atomic_writer(tiny_data: Path, tmp_path: Pat
             self.f.write(bytes(data)[: len(data) // 2])
             raise Killed
 
-    monkeypatch.setattr(cdseg_io.os, "fdopen", DiesHalfway)
+    monkeypatch.setattr(atomic_write.os, "fdopen", DiesHalfway)
     with pytest.raises(Killed):
         train(compose_train(*overrides, "trainer.max_epochs=2", f"ckpt_path={tmp_path}"))
     after = read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")

@@ -9,11 +9,11 @@ from pathlib import Path
 import lightning as L
 import pytest
 
-from cdseg.checkpoint_io import read_checkpoint
 from cdseg.data import ChangeDetectionDataModule
 from cdseg.data.synthetic import SyntheticSpec, generate
 from cdseg.inference.checkpoint import load_checkpoint
 from cdseg.module import ChangeDetectionModule
+from cdseg.runs.checkpoint import read_checkpoint
 from tests.conftest import ROOT, tiny_overrides
 
 SCORES = ("F1", "IoU", "precision", "recall", "OA", "kappa")

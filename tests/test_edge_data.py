@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cdseg.atomic_write import write_png
 from cdseg.data.synthetic import SyntheticSpec, generate
-from cdseg.io import write_png
 from tests.conftest import compose_train, tiny_overrides
 from train import train
 

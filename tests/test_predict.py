@@ -274,3 +274,20 @@ def test_model_trained_on_resized_images_predicts_at_input_size(tiny_data: Path,
         )
     )
     assert Image.open(out / "mask" / "test_0000.png").size == (48, 48)
+
+
+def test_ckpt_path_last_predicts_with_the_latest_runs_best_checkpoint(
+    trained_run: dict, tiny_data: Path, tmp_path: Path
+) -> None:
+    # The same rule as train.py ckpt_path=last (cdseg/runs/folder.py), then the run's best checkpoint.
+    runs_dir = Path(trained_run["output_dir"]).parent
+    args = [f"input={tiny_data / 'val'}", f"runs_dir={runs_dir}"]
+    summary = predict(predict_cfg("ckpt_path=last", f"output={tmp_path / 'p'}", *args))
+    assert Path(summary["checkpoint"]) == Path(trained_run["best_checkpoint"])
+    with pytest.raises(CheckpointError, match=r"ckpt_path=last: no run under .* nothing to load"):
+        predict(
+            predict_cfg(
+                "ckpt_path=last", f"output={tmp_path / 'q'}", f"input={tiny_data / 'val'}", f"runs_dir={tmp_path}"
+            )
+        )
+    assert not (tmp_path / "q").exists()

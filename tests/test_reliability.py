@@ -11,10 +11,12 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
-from cdseg.callbacks import TrainingInterrupted
-from cdseg.checkpoint_io import CheckpointError
-from cdseg.resume import resume_checkpoint
+from cdseg.runs.checkpoint import CheckpointError
+from cdseg.runs.folder import checkpoint_to_resume
+from cdseg.runs.interrupt import TrainingInterrupted
+from cdseg.runs.resume import RunCheckpoint
 from tests.conftest import ROOT, compose_train, tiny_overrides
 from train import train
 
@@ -194,6 +196,15 @@ def test_resume_strict_false_resumes_under_changed_settings_with_a_warning(
     )
 
 
+@pytest.mark.parametrize("monitor", ["val/F1", None])
+def test_run_checkpoints_keep_model_checkpoint_state_keys(tmp_path: Path, monitor: str | None) -> None:
+    # Checkpoints written by Lightning's plain ModelCheckpoint (conf/callbacks before RunCheckpoint)
+    # resume with their best score: the callback states are found under the same keys.
+    options = {"monitor": monitor, "mode": "max", "every_n_train_steps": 2 if monitor is None else None}
+    plain = ModelCheckpoint(dirpath=tmp_path / "checkpoints", **options)
+    assert RunCheckpoint(run_dir=tmp_path, **options).state_key == plain.state_key
+
+
 def test_a_lone_checkpoint_file_resumes_into_a_new_run_folder(tiny_data: Path, tmp_path: Path) -> None:
     run(tiny_data, tmp_path / "first", "trainer.max_epochs=1", "scheduler=none")
     (tmp_path / "shared").mkdir()
@@ -232,16 +243,16 @@ def test_a_folder_resumes_from_its_checkpoint_with_the_most_steps_whatever_the_f
     folder.mkdir(parents=True)
     torch.save({"state_dict": {}, "global_step": 7}, folder / "interrupted.ckpt")
     torch.save({"state_dict": {}, "global_step": 6}, folder / "last.ckpt")  # written later, e.g. by a copy
-    assert resume_checkpoint(str(tmp_path / "run"), tmp_path) == folder / "interrupted.ckpt"
+    assert checkpoint_to_resume(str(tmp_path / "run"), tmp_path) == folder / "interrupted.ckpt"
     torch.save({"state_dict": {}, "global_step": 7}, folder / "last.ckpt")
-    assert resume_checkpoint(str(tmp_path / "run"), tmp_path) == folder / "last.ckpt"  # a tie
+    assert checkpoint_to_resume(str(tmp_path / "run"), tmp_path) == folder / "last.ckpt"  # a tie
 
 
 def test_ckpt_path_last_leaves_sweep_jobs_out(tmp_path: Path) -> None:
     for run_dir in ("2026-01-01/10-00-00", "multirun/2026-01-02/10-00-00/0"):
         (tmp_path / run_dir / "checkpoints").mkdir(parents=True)
         torch.save({"state_dict": {}, "global_step": 1}, tmp_path / run_dir / "checkpoints" / "last.ckpt")
-    assert resume_checkpoint("last", tmp_path) == tmp_path / "2026-01-01/10-00-00/checkpoints/last.ckpt"
+    assert checkpoint_to_resume("last", tmp_path) == tmp_path / "2026-01-01/10-00-00/checkpoints/last.ckpt"
 
 
 @pytest.mark.parametrize("spec", ["last", "nope.ckpt", "empty_folder"])

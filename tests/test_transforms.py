@@ -2,7 +2,7 @@ import pytest
 import torch
 from torchvision import tv_tensors
 
-from cdseg.data.transforms import build_transforms
+from cdseg.data.transforms import Augment, build_transforms
 
 
 def coded_sample(h: int = 40, w: int = 56) -> dict:
@@ -27,7 +27,7 @@ def check_aligned(out: dict, a_code: int = 10, b_code: int = 200) -> None:
 @pytest.mark.parametrize("seed", range(12))
 def test_random_geometry_keeps_a_b_and_mask_aligned(seed: int) -> None:
     torch.manual_seed(seed)
-    t = build_transforms(True, crop_size=24, hflip=0.5, vflip=0.5, rot90=True, mean=None, std=None)
+    t = build_transforms(Augment(crop_size=24, hflip=0.5, vflip=0.5, rot90=True), mean=None, std=None)
     out = t(coded_sample())
     assert out["A"].shape[-2:] == (24, 24) and out["mask"].shape[-2:] == (24, 24)
     check_aligned(out)
@@ -36,13 +36,13 @@ def test_random_geometry_keeps_a_b_and_mask_aligned(seed: int) -> None:
 @pytest.mark.parametrize("seed", range(8))
 def test_rot90_keeps_non_square_shapes(seed: int) -> None:
     torch.manual_seed(seed)
-    out = build_transforms(True, rot90=True, mean=None, std=None)(coded_sample(40, 56))
+    out = build_transforms(Augment(hflip=0, rot90=True), mean=None, std=None)(coded_sample(40, 56))
     assert out["A"].shape[-2:] == (40, 56)
     check_aligned(out)
 
 
 def test_geometry_is_actually_random() -> None:
-    t = build_transforms(True, crop_size=24, hflip=0.5, vflip=0.5, rot90=True, mean=None, std=None)
+    t = build_transforms(Augment(crop_size=24, hflip=0.5, vflip=0.5, rot90=True), mean=None, std=None)
     corners = set()
     for seed in range(20):
         torch.manual_seed(seed)
@@ -52,13 +52,13 @@ def test_geometry_is_actually_random() -> None:
 
 
 def test_swap_exchanges_dates_only() -> None:
-    out = build_transforms(True, swap=1.0, mean=None, std=None)(coded_sample())
+    out = build_transforms(Augment(hflip=0, swap=1.0), mean=None, std=None)(coded_sample())
     check_aligned(out, a_code=200, b_code=10)
 
 
 def test_colour_jitter_is_drawn_per_date_and_leaves_geometry() -> None:
     torch.manual_seed(0)
-    t = build_transforms(True, hflip=1.0, color_jitter={"brightness": 0.5}, mean=None, std=None)
+    t = build_transforms(Augment(hflip=1.0, color_jitter={"brightness": 0.5}), mean=None, std=None)
     sample = coded_sample()
     ratios = []
     out = t(sample)
@@ -69,20 +69,20 @@ def test_colour_jitter_is_drawn_per_date_and_leaves_geometry() -> None:
 
 
 def test_resize_uses_nearest_for_the_mask() -> None:
-    out = build_transforms(False, resize=[17, 23])(coded_sample())
+    out = build_transforms(None, resize=[17, 23])(coded_sample())
     assert out["A"].shape == (3, 17, 23) and out["mask"].shape == (1, 17, 23)
     assert set(out["mask"].unique().tolist()) <= {0, 1}
 
 
 def test_image_smaller_than_crop_is_used_whole() -> None:
-    out = build_transforms(True, crop_size=256, mean=None, std=None)(coded_sample(40, 56))
+    out = build_transforms(Augment(crop_size=256, hflip=0), mean=None, std=None)(coded_sample(40, 56))
     assert out["A"].shape[-2:] == (40, 56)
     check_aligned(out)
 
 
 def test_normalisation_applies_to_images_not_mask() -> None:
     sample = coded_sample()
-    out = build_transforms(False, mean=[0.5] * 3, std=[0.25] * 3)(sample)
+    out = build_transforms(None, mean=[0.5] * 3, std=[0.25] * 3)(sample)
     assert out["A"].dtype == torch.float32
     assert torch.allclose(out["A"][2], torch.full_like(out["A"][2], (10 / 255 - 0.5) / 0.25))
     assert torch.equal(out["mask"], sample["mask"])

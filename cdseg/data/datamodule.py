@@ -12,10 +12,19 @@ import lightning as L
 from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader
 
+from cdseg.config import int_problem, raise_problems
 from cdseg.data.dataset import DEFAULT_EXTENSIONS, ChangeDetectionDataset, DatasetError
 from cdseg.data.sampler import SeededSampler
 from cdseg.data.synthetic import ensure_synthetic
-from cdseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms
+from cdseg.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Augment,
+    build_transforms,
+    eval_transform,
+    resize_problem,
+)
+from cdseg.errors import ConfigError
 
 
 class ChangeDetectionDataModule(L.LightningDataModule):
@@ -31,7 +40,8 @@ class ChangeDetectionDataModule(L.LightningDataModule):
             runs on whole images, which may be much larger than training crops.
         seed: the training order and augmentation of epoch e are a function of (seed, e) alone
             (:class:`cdseg.data.sampler.SeededSampler`).
-        The augmentation arguments are those of :func:`cdseg.data.transforms.build_transforms`.
+        resize, mean, std: what evaluation (and predict.py) does to a pair: :func:`cdseg.data.transforms.eval_transform`.
+        augment: the training augmentation options, the fields of :class:`cdseg.data.transforms.Augment`.
     """
 
     def __init__(
@@ -43,12 +53,6 @@ class ChangeDetectionDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         persistent_workers: bool = False,
         resize: int | Sequence[int] | None = None,
-        crop_size: int | None = None,
-        hflip: float = 0.5,
-        vflip: float = 0.0,
-        rot90: bool = False,
-        swap: float = 0.0,
-        color_jitter: dict[str, float] | None = None,
         mean: Sequence[float] | None = IMAGENET_MEAN,
         std: Sequence[float] | None = IMAGENET_STD,
         splits: dict[str, str] | None = None,
@@ -56,9 +60,21 @@ class ChangeDetectionDataModule(L.LightningDataModule):
         extensions: Sequence[str] = DEFAULT_EXTENSIONS,
         synthetic: dict[str, int] | None = None,
         seed: int = 0,
+        **augment: Any,
     ) -> None:
         super().__init__()
-        _check_args(locals())
+        # Wrongly typed options fail here, all named at once, rather than deep inside a DataLoader.
+        problems = [
+            int_problem("data.batch_size", batch_size),
+            int_problem("data.num_workers", num_workers, minimum=0),
+            int_problem("data.eval_batch_size", eval_batch_size, optional=True),
+            resize_problem(resize),
+        ]
+        try:
+            self.augment = Augment(**augment)
+        except (ConfigError, TypeError) as e:  # a wrongly typed or an unknown augmentation option
+            problems.append(str(e))
+        raise_problems(problems)
         self.root = Path(root)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
@@ -70,16 +86,13 @@ class ChangeDetectionDataModule(L.LightningDataModule):
         self.splits = {"train": "train", "val": "val", "test": "test", **(splits or {})}
         self.dirs = dirs
         self.extensions = tuple(extensions)
-        self.crop_size = crop_size
         self.resize = resize
         self.synthetic = synthetic
         self.seed = seed
         self.mean, self.std = mean, std
-        norm = {"mean": mean, "std": std, "resize": resize}
-        self.train_transform = build_transforms(
-            True, crop_size=crop_size, hflip=hflip, vflip=vflip, rot90=rot90, swap=swap, color_jitter=color_jitter, **norm
-        )
-        self.eval_transform = build_transforms(False, **norm)
+        preprocess = {"resize": resize, "mean": mean, "std": std}
+        self.train_transform = build_transforms(self.augment, **preprocess)
+        self.eval_transform = eval_transform(preprocess)
         self.datasets: dict[str, ChangeDetectionDataset] = {}
 
     def prepare_data(self) -> None:
@@ -107,8 +120,9 @@ class ChangeDetectionDataModule(L.LightningDataModule):
         if batch_size == 1 or self.resize is not None or not dataset.sizes:
             return
         sizes = dataset.sizes
-        if stage == "train" and self.crop_size:
-            sizes = [(min(h, self.crop_size), min(w, self.crop_size)) for h, w in sizes]
+        if stage == "train" and self.augment.crop_size:
+            crop = self.augment.crop_size
+            sizes = [(min(h, crop), min(w, crop)) for h, w in sizes]
         shapes: dict[tuple[int, int], str] = {}
         for pair, size in zip(dataset.pairs, sizes, strict=True):
             shapes.setdefault(size, pair.name)
@@ -161,7 +175,7 @@ class ChangeDetectionDataModule(L.LightningDataModule):
 
 def _worker_init(worker_id: int, rank: int) -> None:
     # Ctrl-C and SIGTERM reach every process of the job. The main process handles them
-    # (cdseg.callbacks.InterruptCheckpoint) and ends its workers itself, so a worker must not die first
+    # (cdseg.runs.interrupt.InterruptCheckpoint) and ends its workers itself, so a worker must not die first
     # and fail the batches still to come.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -179,26 +193,3 @@ def resume_point(trainer: L.Trainer) -> tuple[int, int]:
     batches = trainer.fit_loop.epoch_loop.batch_progress.current
     mid_epoch = epochs.started > epochs.processed
     return epochs.processed, batches.processed if mid_epoch else 0
-
-
-def _is_int(x: Any, minimum: int) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool) and x >= minimum
-
-
-def _check_args(args: dict[str, Any]) -> None:
-    """Reject wrongly typed options here, naming the key, rather than deep inside a DataLoader."""
-    problems = []
-    for key, minimum in (("batch_size", 1), ("num_workers", 0)):
-        if not _is_int(args[key], minimum):
-            problems.append(f"data.{key} must be an integer >= {minimum}, got {args[key]!r}")
-    for key in ("eval_batch_size", "crop_size"):
-        if args[key] is not None and not _is_int(args[key], 1):
-            problems.append(f"data.{key} must be a positive integer or null, got {args[key]!r}")
-    resize = args["resize"]
-    if resize is not None and not (_is_int(resize, 1) or (len(resize) == 2 and all(_is_int(r, 1) for r in resize))):
-        problems.append(f"data.resize must be a positive integer, [H, W] or null, got {resize!r}")
-    for key in ("hflip", "vflip", "swap"):
-        if isinstance(args[key], bool) or not isinstance(args[key], (int, float)) or not 0 <= args[key] <= 1:
-            problems.append(f"data.{key} must be a probability in [0, 1], got {args[key]!r}")
-    if problems:
-        raise ValueError("; ".join(problems))

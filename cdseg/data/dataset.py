@@ -24,6 +24,8 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
+from cdseg.errors import CdsegError
+
 # Remote-sensing scenes are routinely larger than PIL's decompression-bomb limit (~89 Mpx).
 Image.MAX_IMAGE_PIXELS = None
 
@@ -31,7 +33,7 @@ DEFAULT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 _MAX_LISTED = 10  # problems listed in one error message
 
 
-class DatasetError(ValueError):
+class DatasetError(CdsegError, ValueError):
     """A dataset folder or file that cannot be used as given."""
 
 
@@ -136,7 +138,9 @@ def scan_split(
             return [], [f"{folder}: folder not found; expected {layout}"]
         files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
         names[role] = {p.name for p in files if p.suffix.lower() in exts}
-        problems += [f"{p}: unexpected file; expected extensions {sorted(exts)}" for p in files if p.suffix.lower() not in exts]
+        problems += [
+            f"{p}: unexpected file; expected extensions {sorted(exts)}" for p in files if p.suffix.lower() not in exts
+        ]
     everything = set().union(*names.values())
     if not everything:
         return [], [f"{split_dir}: empty split; no images with extensions {sorted(exts)} in {[dirs[r] for r in roles]}"]
@@ -229,24 +233,29 @@ def validate_split(pairs: Sequence[Pair], workers: int = 4) -> list[tuple[int, i
 
 
 class ChangeDetectionDataset(Dataset):
-    """Pairs of one split as dicts ``{"A": (3,H,W), "B": (3,H,W), "mask": (1,H,W) float, "name": str}``.
+    """Pairs as dicts ``{"A": (3,H,W), "B": (3,H,W), "mask": (1,H,W) float, "name": str}``.
 
-    ``transform`` receives ``{"A": Image, "B": Image, "mask": Mask}`` (uint8 tv_tensors) and must
-    return the same keys; torchvision's v2 transforms apply one set of random parameters to all
-    three and never interpolate the Mask. Without labels, ``mask`` is absent.
+    ``source`` is a split folder (``<split>/{A,B,label}``, paired by :func:`find_pairs`), or the pairs
+    themselves. ``transform`` receives ``{"A": Image, "B": Image, "mask": Mask}`` (uint8
+    tv_tensors) and must return the same keys; torchvision's v2 transforms apply one set of random
+    parameters to all three and never interpolate the Mask. Without a transform A and B stay uint8.
+    Without labels, ``mask`` is absent.
     """
 
     def __init__(
         self,
-        split_dir: str | Path,
+        source: str | Path | Sequence[Pair],
         transform: Callable[[dict], dict] | None = None,
         dirs: dict[str, str] | None = None,
         extensions: Sequence[str] = DEFAULT_EXTENSIONS,
         require_label: bool = True,
         validate: bool = True,
     ) -> None:
-        self.split_dir = Path(split_dir)
-        self.pairs = find_pairs(split_dir, dirs, extensions, require_label)
+        if isinstance(source, (str, Path)):
+            self.split_dir: Path | None = Path(source)
+            self.pairs = find_pairs(source, dirs, extensions, require_label)
+        else:
+            self.split_dir, self.pairs = None, list(source)
         # (H, W) of each pair, known after validation.
         self.sizes = validate_split(self.pairs) if validate else None
         self.transform = transform

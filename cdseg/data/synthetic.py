@@ -21,7 +21,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cdseg.io import write_png
+from cdseg.atomic_write import write_png
+from cdseg.data.dataset import DatasetError
 
 META_FILE = "synthetic.json"
 VERSION = 1  # bump when the generator's output changes, so stale caches are detected
@@ -31,6 +32,10 @@ _ROOF_COLOURS = np.array(
     dtype=np.float32,
 )
 _GROUND_COLOURS = np.array([[95, 120, 70], [125, 130, 85], [150, 130, 100], [110, 105, 90]], dtype=np.float32)
+
+
+class SyntheticFolderTaken(DatasetError, FileExistsError):
+    """``data.root`` holds something other than the synthetic data asked for; it is never overwritten."""
 
 
 @dataclass(frozen=True)
@@ -151,7 +156,9 @@ def make_pair(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarr
     """One synthetic pair: A and B (size, size, 3) uint8 RGB, label (size, size) uint8 in {0, 255}."""
     ground = _ground(rng, size)
     roads = _roads(rng, size)
-    trees = [(rng.uniform(0, size, 2).astype(np.int32), rng.uniform(1.5, 4) * size / 96) for _ in range(rng.integers(0, 12))]
+    trees = [
+        (rng.uniform(0, size, 2).astype(np.int32), rng.uniform(1.5, 4) * size / 96) for _ in range(rng.integers(0, 12))
+    ]
     buildings = _buildings(rng, size, _road_mask(roads, size, 2), int(rng.integers(3, 10)))
     rng.shuffle(buildings)
     n_changed = int(rng.binomial(len(buildings), 0.4))
@@ -217,13 +224,13 @@ def ensure_synthetic(root: str | Path, **spec_kwargs: int) -> Path:
     meta = root / META_FILE
     if root.exists():
         if not meta.exists():
-            raise FileExistsError(
+            raise SyntheticFolderTaken(
                 f"{root} exists but holds no {META_FILE}: it is not a synthetic dataset written by cdseg. "
                 "Point data.root at another folder."
             )
         found = json.loads(meta.read_text())
         if found != asdict(spec):
-            raise FileExistsError(
+            raise SyntheticFolderTaken(
                 f"{root} holds synthetic data generated with {found}, but {asdict(spec)} was asked for. "
                 "Delete the folder or choose another data.root."
             )

@@ -8,7 +8,8 @@ per date (:class:`PerDate`), because real acquisitions differ in colour independ
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -16,6 +17,8 @@ from torch import nn
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
+
+from cdseg.config import int_problem, probability_problem, raise_problems
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -81,47 +84,96 @@ class PerDate(nn.Module):
         return {**sample, "A": self.transform(sample["A"]), "B": self.transform(sample["B"])}
 
 
+@dataclass(frozen=True)
+class Augment:
+    """Training augmentation: the one definition of its options. The data config's keys of the same
+    names (conf/data/_datamodule.yaml) are passed here by the datamodule.
+
+    Attributes:
+        crop_size: random square training crop (LEVIR protocol: 256 from 1024 tiles), evaluation
+            then runs on the full image; a side shorter than the crop is kept whole.
+        hflip, vflip: flip probabilities.
+        rot90: random multiples of 90 degrees.
+        swap: probability of exchanging A and B.
+        color_jitter: ``v2.ColorJitter`` arguments, drawn independently for A and B.
+    """
+
+    crop_size: int | None = None
+    hflip: float = 0.5
+    vflip: float = 0.0
+    rot90: bool = False
+    swap: float = 0.0
+    color_jitter: Mapping[str, float] | None = None
+
+    def __post_init__(self) -> None:
+        # Wrongly typed options fail here, naming the key, rather than deep inside a DataLoader.
+        raise_problems(
+            [
+                int_problem("data.crop_size", self.crop_size, 1, optional=True),
+                *(probability_problem(f"data.{k}", getattr(self, k)) for k in ("hflip", "vflip", "swap")),
+                None if isinstance(self.rot90, bool) else f"data.rot90 must be true or false, got {self.rot90!r}",
+            ]
+        )
+
+    def steps(self) -> list[nn.Module]:
+        """The random transforms, in order: crop, flips, rotation, date exchange, per-date jitter."""
+        steps: list[nn.Module] = []
+        if self.crop_size:
+            steps.append(RandomCropUpTo(self.crop_size))
+        if self.hflip:
+            steps.append(v2.RandomHorizontalFlip(self.hflip))
+        if self.vflip:
+            steps.append(v2.RandomVerticalFlip(self.vflip))
+        if self.rot90:
+            steps.append(RandomRot90())
+        if self.swap:
+            steps.append(RandomSwap(self.swap))
+        if self.color_jitter:
+            steps.append(PerDate(v2.ColorJitter(**self.color_jitter)))
+        return steps
+
+
+def resize_problem(resize: Any) -> str | None:
+    """What is wrong with a ``data.resize`` value (None when nothing)."""
+    size = list(resize) if isinstance(resize, Sequence) else [resize, resize]
+    if resize is None or (len(size) == 2 and not any(int_problem("data.resize", s) for s in size)):
+        return None
+    return f"data.resize must be a positive integer, [H, W] or null, got {resize!r}"
+
+
 def build_transforms(
-    train: bool,
+    augment: Augment | None = None,
     resize: int | Sequence[int] | None = None,
-    crop_size: int | None = None,
-    hflip: float = 0.0,
-    vflip: float = 0.0,
-    rot90: bool = False,
-    swap: float = 0.0,
-    color_jitter: dict[str, float] | None = None,
     mean: Sequence[float] | None = IMAGENET_MEAN,
     std: Sequence[float] | None = IMAGENET_STD,
 ) -> v2.Compose:
-    """The pipeline for one stage. Evaluation only resizes (if asked) and normalises.
+    """The pipeline of one stage: resize, augmentation (training only), scaling, normalisation.
 
     Args:
+        augment: the training augmentation; ``None`` for evaluation.
         resize: whole-image resize (int = square side, or [H, W]); the seed's way to fit large tiles.
-        crop_size: random square training crop (LEVIR protocol: 256 from 1024 tiles); evaluation
-            then runs on the full image.
-        hflip, vflip: flip probabilities.  rot90: random multiples of 90 degrees.
-        swap: probability of exchanging A and B.
-        color_jitter: ``v2.ColorJitter`` arguments, drawn independently for A and B.
         mean, std: per-band normalisation after scaling to [0, 1]; ``None`` keeps [0, 1].
     """
     steps: list[nn.Module] = []
     if resize is not None:
-        size = [resize, resize] if isinstance(resize, int) else list(resize)
-        steps.append(v2.Resize(size, antialias=True))
-    if train:
-        if crop_size:
-            steps.append(RandomCropUpTo(crop_size))
-        if hflip:
-            steps.append(v2.RandomHorizontalFlip(hflip))
-        if vflip:
-            steps.append(v2.RandomVerticalFlip(vflip))
-        if rot90:
-            steps.append(RandomRot90())
-        if swap:
-            steps.append(RandomSwap(swap))
-        if color_jitter:
-            steps.append(PerDate(v2.ColorJitter(**color_jitter)))
+        raise_problems([resize_problem(resize)])
+        steps.append(v2.Resize(list(resize) if isinstance(resize, Sequence) else [resize, resize], antialias=True))
+    if augment is not None:
+        steps += augment.steps()
     steps.append(v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True))
     if mean is not None and std is not None:
         steps.append(v2.Normalize(list(mean), list(std)))
     return v2.Compose(steps)
+
+
+EVAL_OPTIONS = ("resize", "mean", "std")  # what evaluation does to a pair; the rest of a data config is loading
+
+
+def eval_transform(data_cfg: Mapping[str, Any]) -> v2.Compose:
+    """The evaluation transform of a data config: validation, test and predict.py all preprocess
+    through this one function, so prediction sees its inputs as training evaluated them.
+
+    ``data_cfg`` is the datamodule's options or a checkpoint's ``run_config["data"]``; its
+    ``resize``, ``mean`` and ``std`` are used, absent ones take :func:`build_transforms`' defaults.
+    """
+    return build_transforms(None, **{k: data_cfg[k] for k in EVAL_OPTIONS if k in data_cfg})

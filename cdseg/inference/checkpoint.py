@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -10,30 +9,12 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
-from cdseg.checkpoint_io import CheckpointError, read_checkpoint
+from cdseg.runs.checkpoint import CheckpointError, read_checkpoint, run_config
+from cdseg.runs.folder import RunFolder, checkpoint_to_evaluate
 
 # Only classes of this package may be built from a checkpoint's config: a `_target_` is an import
 # path, and building an arbitrary one would let a crafted checkpoint call any function.
 ALLOWED_TARGET_PREFIX = "cdseg.models."
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or a run folder -> its best checkpoint (from metrics.json), else last.ckpt."""
-    path = Path(path)
-    if path.is_file():
-        return path
-    if path.is_dir():
-        metrics = path / "metrics.json"
-        if metrics.is_file():
-            best = json.loads(metrics.read_text()).get("best_checkpoint")
-            # The folder may have been moved or copied since: look inside it first.
-            if best and (path / "checkpoints" / Path(best).name).is_file():
-                return path / "checkpoints" / Path(best).name
-        last = path / "checkpoints" / "last.ckpt"
-        if last.is_file():
-            return last
-        raise CheckpointError(f"{path}: run folder without metrics.json's best checkpoint or checkpoints/last.ckpt")
-    raise CheckpointError(f"{path}: no such checkpoint file or run folder")
 
 
 def _check_targets(node: Any, where: str) -> None:
@@ -50,8 +31,9 @@ def _check_targets(node: Any, where: str) -> None:
             _check_targets(v, where)
 
 
-def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Load ``path`` (file or run folder) with ``weights_only=True``.
+def load_checkpoint(spec: str | Path, runs_dir: str | Path | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Load a checkpoint file, a run folder's best checkpoint, or (with ``runs_dir``) ``last``, with
+    ``weights_only=True``: :func:`cdseg.runs.folder.checkpoint_to_evaluate`.
 
     Returns:
         the network in eval mode on the CPU, and the run's resolved config (a plain dict) with
@@ -61,10 +43,10 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         CheckpointError: missing, truncated or foreign file; a config that names a class outside
             ``cdseg.models``; weights that do not fit the network the config describes.
     """
-    file = resolve_checkpoint(path)
+    file = checkpoint_to_evaluate(spec, runs_dir)
     ckpt = read_checkpoint(file)
-    config = (ckpt.get("hyper_parameters") or {}).get("run_config")
-    run_yaml = file.parent.parent / "config.yaml"  # <run>/checkpoints/<file> -> <run>/config.yaml
+    config = run_config(ckpt)
+    run_yaml = RunFolder(file.parent.parent).config  # <run>/checkpoints/<file> -> <run>/config.yaml
     if not config and run_yaml.is_file():
         config = OmegaConf.to_container(OmegaConf.load(run_yaml), resolve=False)
     if not config or "model" not in config:

@@ -3,6 +3,7 @@ never sees half a file."""
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -50,8 +51,6 @@ def write_png(path: str | Path, image: np.ndarray) -> None:
 
 
 def write_npy(path: str | Path, array: np.ndarray) -> None:
-    import io
-
     buf = io.BytesIO()
     np.save(buf, array)
     write_bytes(path, buf.getvalue())

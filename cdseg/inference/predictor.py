@@ -1,0 +1,96 @@
+"""A trained network ready for image pairs of any size: its run's evaluation transform, precision,
+test-time augmentation and sliding windows in one object (plain torch, no Lightning)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision import tv_tensors
+
+from cdseg.data.transforms import eval_transform
+from cdseg.errors import ConfigError
+from cdseg.inference.checkpoint import load_checkpoint
+from cdseg.inference.tiling import Blend, sliding_window
+from cdseg.precision import AUTOCAST_DTYPES, runnable_precision
+
+TTA = ("flip", "swap")  # horizontal/vertical flips; the exchange of A and B
+
+
+def _device(name: str | torch.device) -> torch.device:
+    if str(name) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.device(name).type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} asked for, but no CUDA device is available")
+    return torch.device(name)
+
+
+class Predictor:
+    """(3, H, W) uint8 dates -> (H, W) change probabilities, preprocessed as the run evaluated.
+
+    Args:
+        net: ``forward(a, b) -> (N, 1, h, w)`` logits.
+        config: the run's resolved config; its ``data`` options give the evaluation transform
+            (:func:`cdseg.data.transforms.eval_transform`, as in validation and test).
+        device: where the windows run (``auto``: a GPU if there is one); the image and the stitched
+            map stay on the host.
+        precision: a name of :data:`cdseg.precision.AUTOCAST_DTYPES`; on a CPU, GPU-only or
+            emulated precisions fall back as in training.
+        tta: any of :data:`TTA`; the probabilities are averaged over them.
+        tile_size, overlap, batch_size, blend: sliding windows (:func:`cdseg.inference.tiling.sliding_window`).
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        config: dict[str, Any],
+        device: str | torch.device = "auto",
+        precision: str = "32",
+        tta: Sequence[str] = (),
+        tile_size: int = 1024,
+        overlap: int = 64,
+        batch_size: int = 4,
+        blend: Blend = "gaussian",
+    ) -> None:
+        self.device = _device(device)
+        self.net = net.to(self.device).eval()
+        self.config = config
+        self.transform = eval_transform(config.get("data", {}))
+        self.dtype = AUTOCAST_DTYPES[runnable_precision(precision, self.device.type == "cpu", "precision")]
+        self.flips = [(), (-1,), (-2,)] if "flip" in tta else [()]
+        self.orders = [False, True] if "swap" in tta else [False]
+        self.tiling = {"tile_size": tile_size, "overlap": overlap, "batch_size": batch_size, "blend": blend}
+
+    @classmethod
+    def from_checkpoint(cls, spec: str | Path, runs_dir: str | Path, **options: Any) -> Predictor:
+        """A checkpoint file, a run folder (its best checkpoint) or ``last`` -> its predictor."""
+        return cls(*load_checkpoint(spec, runs_dir), **options)
+
+    @torch.no_grad()
+    def windows(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """(N, C, h, w) x 2 preprocessed windows -> (N, 1, h, w) probabilities, averaged over the TTA."""
+        total = torch.zeros(a.shape[0], 1, *a.shape[-2:], device=a.device)
+        for dims in self.flips:
+            fa, fb = (x.flip(dims) if dims else x for x in (a, b))
+            for swap in self.orders:
+                with torch.autocast(
+                    self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None
+                ):
+                    logits = self.net(fb, fa) if swap else self.net(fa, fb)
+                p = torch.sigmoid(logits.float())
+                total += p.flip(dims) if dims else p
+        return total / (len(self.flips) * len(self.orders))
+
+    def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """(3, H, W) uint8 dates -> (H, W) float32 probabilities on the host."""
+        h, w = a.shape[-2:]
+        x = self.transform({"A": tv_tensors.Image(a), "B": tv_tensors.Image(b)})
+        a, b = (x[k].as_subclass(torch.Tensor) for k in ("A", "B"))
+        probs = sliding_window(self.windows, a, b, **self.tiling, device=self.device)
+        if probs.shape != (h, w):  # a model trained on resized images predicted at that scale
+            probs = F.interpolate(probs[None, None], size=(h, w), mode="bilinear")[0, 0]
+        return probs

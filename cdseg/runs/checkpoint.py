@@ -1,0 +1,52 @@
+"""Reading checkpoint files with plain torch: never running code from them, naming the file on failure."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cdseg.errors import CdsegError
+
+
+class CheckpointError(CdsegError, ValueError):
+    """A checkpoint that cannot be used, with the file named."""
+
+
+class CheckpointNotFound(CheckpointError, FileNotFoundError):
+    """A checkpoint, run folder or ``last`` that names nothing to load."""
+
+
+def read_checkpoint(file: str | Path, peek: bool = False) -> dict[str, Any]:
+    """``torch.load(file, weights_only=True)`` with an error naming the file instead of a pickle traceback.
+
+    ``weights_only`` restricts unpickling to tensors and plain containers, so a crafted file cannot
+    run code: it fails to load instead. ``peek`` maps the file instead of reading it, for a look at
+    its counters and config without loading every tensor (the files of the legacy format, which
+    cannot be mapped, are read whole).
+    """
+    try:
+        ckpt = torch.load(file, map_location="cpu", weights_only=True, mmap=peek)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0]
+        raise CheckpointError(
+            f"{file}: refusing to load: it holds objects other than tensors and plain values ({first})"
+        ) from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
+        if peek:  # not mappable: read it whole, which also gives the error if it is unreadable
+            return read_checkpoint(file)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{file}: not a readable checkpoint (truncated, or not saved by torch): {first}"
+        ) from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise CheckpointError(f"{file}: not a Lightning checkpoint (no state_dict)")
+    return ckpt
+
+
+def run_config(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
+    """The resolved config train.py stored in a checkpoint (None for a checkpoint written otherwise)."""
+    return (checkpoint.get("hyper_parameters") or {}).get("run_config")

@@ -1,0 +1,124 @@
+"""A run folder: the one definition of its layout, and of which checkpoint a ``ckpt_path=`` value
+(a file, a run folder, or ``last``) means for resuming and for evaluating.
+
+    <run>/
+      config.yaml          the composed, resolved config
+      metrics.json         train.py's results: best-checkpoint val/*, test/*, the best checkpoint
+      checkpoints/         best-epochNNN.ckpt, last.ckpt, interrupted.ckpt (after Ctrl-C or SIGTERM)
+      train.log  tensorboard/  .hydra/
+
+Plain torch only (no Lightning): predict.py reads run folders too.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from cdseg.atomic_write import write_text
+from cdseg.runs.checkpoint import CheckpointNotFound, read_checkpoint
+
+LAST = "last"  # checkpoint names without ".ckpt", as ModelCheckpoint's filename takes them
+INTERRUPTED = "interrupted"
+SWEEPS = "multirun"  # sweep jobs live under <runs_dir>/multirun/; `last` leaves them out
+
+
+class RunFolder:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.config = self.path / "config.yaml"
+        self.metrics = self.path / "metrics.json"
+        self.checkpoints = self.path / "checkpoints"
+
+    def checkpoint(self, name: str) -> Path:
+        return self.checkpoints / f"{name}.ckpt"
+
+    @classmethod
+    def of_checkpoint(cls, checkpoint: str | Path) -> RunFolder | None:
+        """``<run>/checkpoints/<name>.ckpt`` -> ``<run>``, when ``<run>`` is a run folder (it has config.yaml)."""
+        run = cls(Path(checkpoint).resolve().parent.parent)
+        return run if run.checkpoints == Path(checkpoint).resolve().parent and run.config.is_file() else None
+
+    def resumable(self) -> list[Path]:
+        """The checkpoints a run continues from: last.ckpt and interrupted.ckpt, those that exist."""
+        return [p for p in (self.checkpoint(LAST), self.checkpoint(INTERRUPTED)) if p.is_file()]
+
+    def resume_point(self) -> Path | None:
+        """The resumable checkpoint holding the most optimizer steps (last.ckpt on a tie).
+
+        Steps, not file times: copying a run folder does not always keep modification times.
+        """
+        best, best_step = None, -1
+        for path in self.resumable():
+            step = int(read_checkpoint(path, peek=True).get("global_step", -1))
+            if step > best_step:
+                best, best_step = path, step
+        return best
+
+    def best_checkpoint(self) -> Path | None:
+        """metrics.json's best checkpoint, else last.ckpt (None when neither exists)."""
+        if self.metrics.is_file():
+            best = json.loads(self.metrics.read_text()).get("best_checkpoint")
+            # The folder may have been moved or copied since: look inside it.
+            if best and (self.checkpoints / Path(best).name).is_file():
+                return self.checkpoints / Path(best).name
+        last = self.checkpoint(LAST)
+        return last if last.is_file() else None
+
+    def write_config(self, yaml: str) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_text(self.config, yaml)
+
+    def write_metrics(self, results: dict[str, Any]) -> None:
+        write_text(self.metrics, json.dumps(results, indent=2) + "\n")
+
+
+def latest_run(runs_dir: str | Path) -> RunFolder | None:
+    """The single run under ``runs_dir`` whose last.ckpt or interrupted.ckpt was written last."""
+    runs_dir = Path(runs_dir)
+    runs = [
+        RunFolder(path)
+        for path in {p.parent.parent for p in runs_dir.glob("**/checkpoints/*.ckpt")}
+        if path.relative_to(runs_dir).parts[0] != SWEEPS and RunFolder(path).resumable()
+    ]
+    return max(runs, key=lambda run: max(p.stat().st_mtime_ns for p in run.resumable()), default=None)
+
+
+def _latest(runs_dir: str | Path, nothing_to: str) -> RunFolder:
+    run = latest_run(runs_dir)
+    if run is None:
+        raise CheckpointNotFound(
+            f"ckpt_path=last: no run under {runs_dir}/ has checkpoints/last.ckpt or interrupted.ckpt; {nothing_to}"
+        )
+    return run
+
+
+def checkpoint_to_resume(spec: str, runs_dir: str | Path) -> Path:
+    """What ``train.py ckpt_path=<spec>`` continues from: a checkpoint file; a run folder's checkpoint
+    with the most steps; ``last``: that of the run under ``runs_dir`` written last (sweep jobs left
+    out: name one by its folder). Nothing to resume from is an error: never a silent fresh start."""
+    path = _latest(runs_dir, "nothing to resume").path if spec == LAST else Path(spec)
+    if path.is_dir():
+        found = RunFolder(path).resume_point()
+        if found is None:
+            raise CheckpointNotFound(f"ckpt_path={spec}: folder has no checkpoints/last.ckpt or interrupted.ckpt")
+        return found
+    if not path.is_file():
+        raise CheckpointNotFound(f"ckpt_path={spec}: no such checkpoint file or run folder; nothing to resume from")
+    return path
+
+
+def checkpoint_to_evaluate(spec: str | Path, runs_dir: str | Path | None = None) -> Path:
+    """What ``predict.py ckpt_path=<spec>`` loads: a checkpoint file; a run folder's best checkpoint
+    (else its last.ckpt); with ``runs_dir``, ``last``: the best of the run ``checkpoint_to_resume``
+    would continue."""
+    path = _latest(runs_dir, "nothing to load").path if spec == LAST and runs_dir is not None else Path(spec)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise CheckpointNotFound(f"{path}: no such checkpoint file or run folder")
+    found = RunFolder(path).best_checkpoint()
+    if found is None:
+        raise CheckpointNotFound(f"{path}: run folder without metrics.json's best checkpoint or checkpoints/last.ckpt")
+    return found

@@ -1,0 +1,214 @@
+"""Resuming a run: the checkpoint ``ckpt_path=`` names, the run folder it continues in, the settings
+that must not change on the way, and a ModelCheckpoint that keeps the run's best across a move.
+
+:func:`resume` is train.py's one call; the resolvers below let ``hydra.run.dir`` point a resumed
+run at its own folder (conf/train.yaml).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from cdseg.config import flatten
+from cdseg.precision import cpu_only, runnable_precision
+from cdseg.runs.checkpoint import CheckpointError, read_checkpoint, run_config
+from cdseg.runs.folder import RunFolder, checkpoint_to_resume
+
+# What a resumed run may change: where it writes and logs, how long it trains, when it validates,
+# how (not what) data is loaded, and the accelerator. Everything else (model, loss, optimizer,
+# schedule, augmentation, batch size, seed, devices, precision, gradient accumulation and clipping)
+# decides the weights, so by default it must equal the run's (resume_strict=false only warns).
+MAY_CHANGE = (
+    "paths",
+    "ckpt_path",
+    "resume_strict",
+    "callbacks",
+    "logger",
+    "test",
+    *(
+        f"trainer.{k}"
+        for k in (
+            "max_epochs",
+            "max_steps",
+            "max_time",
+            "min_epochs",
+            "min_steps",
+            "accelerator",
+            "default_root_dir",
+            "log_every_n_steps",
+            "enable_progress_bar",
+            "enable_model_summary",
+            "num_sanity_val_steps",
+            "check_val_every_n_epoch",
+            "val_check_interval",
+            "limit_val_batches",
+            "limit_test_batches",
+            "profiler",
+        )
+    ),
+    "data.root",
+    "data.num_workers",
+    "data.pin_memory",
+    "data.persistent_workers",
+    "data.eval_batch_size",
+)
+ABSENT = "<absent>"  # a key one side of the comparison lacks
+
+
+def resume(cfg: DictConfig) -> Path | None:
+    """The checkpoint ``ckpt_path=`` names (None for a fresh run), checked against this config.
+
+    A checkpoint in a run folder continues in that folder (``cfg.paths.output_dir`` is set to it), so
+    the run's best checkpoint and score, its curves and its log carry on.
+
+    Raises:
+        CheckpointNotFound: nothing to resume from; resuming never silently starts afresh.
+        CheckpointError: a setting that changes what is trained differs from the run's
+            (``resume_strict=false`` warns instead).
+    """
+    if not cfg.get("ckpt_path"):
+        return None
+    ckpt_path = checkpoint_to_resume(str(cfg.ckpt_path), cfg.paths.runs_dir)
+    run = RunFolder.of_checkpoint(ckpt_path)
+    if run is not None:
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(run.path)
+    print(f"resuming from {ckpt_path}", file=sys.stderr)
+    recorded = run_config(read_checkpoint(ckpt_path, peek=True))
+    if recorded:  # a GPU run's mixed precision falls back on this CPU as this command's did
+        trainer = recorded["trainer"]
+        trainer["precision"] = runnable_precision(trainer.get("precision", "32-true"), cpu_only(cfg))
+    config = OmegaConf.to_container(cfg, resolve=True)
+    for change in check_resumable(ckpt_path, recorded, config, cfg.get("resume_strict", True)):
+        print(f"warning: resuming with a changed setting (resume_strict=false): {change}", file=sys.stderr)
+    # The datamodule positions its sampler inside the epoch itself (data.datamodule.resume_point),
+    # and the checkpoint folder is meant to be the run's own.
+    warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
+    warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+    return ckpt_path
+
+
+def config_changes(recorded: dict[str, Any], config: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """``(key, run's value, this config's value)`` for each setting outside MAY_CHANGE that differs;
+    a key one side lacks has the value ``ABSENT`` there."""
+    before, after = flatten(recorded), flatten(config)
+    changes = []
+    for key in sorted(before.keys() | after.keys()):
+        if any(key == p or key.startswith(p + ".") for p in MAY_CHANGE):
+            continue
+        old, new = before.get(key, ABSENT), after.get(key, ABSENT)
+        if old != new:
+            changes.append((key, old, new))
+    return changes
+
+
+def check_resumable(
+    checkpoint: Path, recorded: dict[str, Any] | None, config: dict[str, Any], strict: bool = True
+) -> list[str]:
+    """Refuse to resume ``checkpoint`` (trained under ``recorded``) with settings that would change
+    what it trains.
+
+    Returns:
+        the changes found, described (only when ``strict`` is false: then they are warnings).
+
+    Raises:
+        CheckpointError: naming every changed key with the run's value, ready to paste as overrides.
+    """
+    if not recorded:
+        return []  # not written by train.py: nothing to compare against
+    changes = config_changes(recorded, config)
+    described = [f"{k} (run: {old!r}, now: {new!r})" for k, old, new in changes]
+    if changes and strict:
+        more = f" and {len(changes) - 8} more" if len(changes) > 8 else ""
+        fix = " ".join(f"~{k}" if old == ABSENT else f"{k}={_override(old)}" for k, old, _ in changes[:8])
+        raise CheckpointError(
+            f"ckpt_path={checkpoint}: the run was trained with other settings: {', '.join(described[:8])}{more}. "
+            f"Resume with the run's own values (add: {fix}), or resume_strict=false to go on regardless "
+            "(the result is then not that of one uninterrupted run)"
+        )
+    return described
+
+
+def _override(value: Any) -> str:
+    """A value as it is written on a Hydra command line."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return "[" + ",".join(_override(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{_override(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def resume_folder(spec: str | None, runs_dir: str, default: str) -> str:
+    """Hydra resolver for ``hydra.run.dir``: the resumed run's own folder, else ``default``.
+
+    Never raises: a bad ``ckpt_path`` is reported by :func:`resume`, with its own message.
+    """
+    if not spec:
+        return default
+    try:
+        run = RunFolder.of_checkpoint(checkpoint_to_resume(str(spec), runs_dir))
+    except (OSError, CheckpointError):
+        return default
+    return str(run.path) if run else default
+
+
+def resume_subdir(spec: str | None, stamp: str) -> str:
+    """Hydra resolver for ``hydra.output_subdir``: ``.hydra``, or ``.hydra/resume-<stamp>`` when resuming."""
+    return f".hydra/resume-{stamp}" if spec else ".hydra"
+
+
+OmegaConf.register_new_resolver("resume_folder", resume_folder, replace=True)
+OmegaConf.register_new_resolver("resume_subdir", resume_subdir, replace=True)
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint writing into ``<run_dir>/checkpoints``, keeping the run's best
+    checkpoint and score when the run folder was moved or copied before resuming.
+
+    Lightning restores the best score only when the folder recorded in the checkpoint is the one it
+    saves into now. A resumed checkpoint that lies in this callback's own folder is the same run,
+    moved, so the recorded paths are re-pointed here first. A checkpoint resumed from elsewhere (a
+    lone file) starts best-checkpoint tracking afresh, as in Lightning.
+    """
+
+    def __init__(self, run_dir: str | Path, **kwargs: Any) -> None:
+        super().__init__(dirpath=RunFolder(run_dir).checkpoints, **kwargs)
+        self._resumed_here = False
+
+    @property
+    def state_key(self) -> str:
+        # ModelCheckpoint's own key, so checkpoints stay interchangeable with the plain callback's.
+        return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        super().on_load_checkpoint(trainer, pl_module, checkpoint)
+        run = RunFolder.of_checkpoint(trainer.ckpt_path) if trainer.ckpt_path else None
+        self._resumed_here = run is not None and os.path.realpath(run.checkpoints) == self.dirpath
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        old = state_dict.get("dirpath")
+        if self._resumed_here and old and old != self.dirpath:
+
+            def move(path: Any) -> Any:
+                if isinstance(path, str) and path.startswith(old + os.sep):
+                    return os.path.join(self.dirpath, os.path.relpath(path, old))
+                return path
+
+            for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+                if key in state_dict:
+                    state_dict[key] = move(state_dict[key])
+            state_dict["best_k_models"] = {move(k): v for k, v in state_dict.get("best_k_models", {}).items()}
+            state_dict["dirpath"] = self.dirpath
+        super().load_state_dict(state_dict)
