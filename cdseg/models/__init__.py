@@ -1,3 +1,6 @@
+from cdseg.models.fc_ef import FCEF
+from cdseg.models.fc_siam_conc import FCSiamConc
+from cdseg.models.fc_siam_diff import FCSiamDiff
 from cdseg.models.siamese_unet import SiameseUNet
 
-__all__ = ["SiameseUNet"]
+__all__ = ["FCEF", "FCSiamConc", "FCSiamDiff", "SiameseUNet"]

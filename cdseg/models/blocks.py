@@ -2,8 +2,46 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+
+class ChangeDetector(nn.Module):
+    """Base of cdseg's networks: ``forward(a, b)`` takes two (B, C, H, W) dates of any H, W and
+    returns (B, 1, H, W) change logits.
+
+    Subclasses implement :meth:`logits` for inputs whose sides are multiples of ``stride`` (the
+    product of their downsamplings). Other inputs are padded by reflection at the bottom and right
+    (replication where a side is too short to reflect) and the logits cropped back, so every
+    output pixel stays aligned with its input pixel.
+    """
+
+    stride = 1
+
+    def logits(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if a.shape != b.shape:
+            raise ValueError(f"dates A and B must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+        h, w = a.shape[-2:]
+        pad_h, pad_w = -h % self.stride, -w % self.stride
+        if pad_h or pad_w:
+            mode = "reflect" if pad_h < h and pad_w < w else "replicate"
+            a = F.pad(a, (0, pad_w, 0, pad_h), mode=mode)
+            b = F.pad(b, (0, pad_w, 0, pad_h), mode=mode)
+        return self.logits(a, b)[..., :h, :w]
+
+
+def init_prior(head: nn.Conv2d, prior: float | None) -> None:
+    """Start ``head``'s bias at the logit of ``prior``, the initial change probability of every pixel,
+    so training does not spend its first hundreds of steps pulling the (mostly unchanged) background
+    from p = 0.5 down. ``None`` keeps PyTorch's default initialisation."""
+    if prior is not None:
+        nn.init.constant_(head.bias, math.log(prior / (1 - prior)))
 
 
 class ConvBNReLU(nn.Sequential):

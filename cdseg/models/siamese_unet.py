@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from cdseg.models.blocks import ConvBNReLU, Encoder, UpBlock
+from cdseg.models.blocks import ChangeDetector, ConvBNReLU, Encoder, UpBlock, init_prior
 
 Fusion = Literal["concat_diff", "concat", "diff"]
 # How many encoder-widths wide the fused feature map is, per fusion mode.
@@ -25,7 +23,7 @@ def fuse(fa: torch.Tensor, fb: torch.Tensor, mode: Fusion) -> torch.Tensor:
     return torch.abs(fa - fb)
 
 
-class SiameseUNet(nn.Module):
+class SiameseUNet(ChangeDetector):
     """Siamese U-Net change detector.
 
     Args:
@@ -38,8 +36,7 @@ class SiameseUNet(nn.Module):
             background from p = 0.5 down. ``None`` keeps PyTorch's default initialisation.
 
     ``forward(a, b)`` takes two (B, in_channels, H, W) tensors of any H, W and returns (B, 1, H, W)
-    change logits. Inputs whose sides are not multiples of 8 are padded by reflection and the
-    logits are cropped back, so every output pixel stays aligned with its input pixel.
+    change logits (:class:`cdseg.models.blocks.ChangeDetector`).
     """
 
     stride = 8  # three 2x poolings
@@ -58,19 +55,9 @@ class SiameseUNet(nn.Module):
         self.up2 = UpBlock(base * 4, base * 2 * k, base * 2)
         self.up1 = UpBlock(base * 2, base * k, base)
         self.head = nn.Conv2d(base, 1, kernel_size=1)
-        if prior is not None:
-            nn.init.constant_(self.head.bias, math.log(prior / (1 - prior)))
+        init_prior(self.head, prior)
 
-    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        if a.shape != b.shape:
-            raise ValueError(f"dates A and B must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
-        h, w = a.shape[-2:]
-        pad_h, pad_w = -h % self.stride, -w % self.stride
-        if pad_h or pad_w:
-            # Reflection needs pad < side; replicate covers tiny inputs.
-            mode = "reflect" if pad_h < h and pad_w < w else "replicate"
-            a = F.pad(a, (0, pad_w, 0, pad_h), mode=mode)
-            b = F.pad(b, (0, pad_w, 0, pad_h), mode=mode)
+    def logits(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         # Both dates in one batch through the shared encoder: (2B, C, H, W).
         feats = self.encoder(torch.cat([a, b], dim=0))
         s1, s2, s3, s4 = (fuse(*f.chunk(2, dim=0), self.fusion) for f in feats)
@@ -78,4 +65,4 @@ class SiameseUNet(nn.Module):
         x = self.up3(x, s3)  # (B, 4*base, H/4, W/4)
         x = self.up2(x, s2)  # (B, 2*base, H/2, W/2)
         x = self.up1(x, s1)  # (B, base, H, W)
-        return self.head(x)[..., :h, :w]
+        return self.head(x)

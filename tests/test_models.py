@@ -1,0 +1,98 @@
+"""Every model of conf/model/: the forward contract at any size, gradients, A/B symmetry where the
+architecture is symmetric, published sizes, and a run through train.py and predict.py."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from torch import nn
+
+from predict import predict
+from tests.conftest import ROOT, compose_train, tiny_overrides
+from tests.test_predict import predict_cfg
+from train import train
+
+MODELS = sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml"))
+
+
+def build(name: str, **overrides) -> nn.Module:
+    """The network conf/model/<name>.yaml describes, as train.py builds it."""
+    cfg = OmegaConf.load(ROOT / "conf" / "model" / f"{name}.yaml")
+    cfg.update(overrides)
+    return instantiate(cfg)
+
+
+def pair(n: int, h: int, w: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, h, w, generator=g), torch.randn(n, 3, h, w, generator=g)
+
+
+def test_every_model_config_is_tested() -> None:
+    assert {"siamese_unet", "fc_ef", "fc_siam_conc", "fc_siam_diff"} <= set(MODELS)
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("shape", [(1, 45, 61), (2, 32, 32), (1, 7, 5)])
+def test_one_logit_per_input_pixel_at_any_size(name: str, shape: tuple[int, int, int]) -> None:
+    out = build(name, base=4).eval()(*pair(*shape))
+    assert out.shape == (shape[0], 1, *shape[1:]) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_gradients_reach_the_first_layer(name: str) -> None:
+    net = build(name, base=4).train()
+    net(*pair(2, 32, 32)).mean().backward()
+    first = next(m for m in net.modules() if isinstance(m, nn.Conv2d))
+    assert first.weight.grad is not None and first.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "symmetric"),
+    [
+        ("fc_siam_diff", {}, True),
+        ("siamese_unet", {"fusion": "diff"}, True),
+        ("fc_siam_conc", {}, False),
+        ("fc_ef", {}, False),
+    ],
+)
+def test_exchanging_the_dates(name: str, options: dict, symmetric: bool) -> None:
+    net = build(name, base=4, **options).eval()
+    a, b = pair(1, 32, 48)
+    with torch.no_grad():
+        same = torch.allclose(net(a, b), net(b, a), atol=1e-5)
+    assert same == symmetric
+
+
+# Counted from the published layer lists (Daudt et al., ICIP 2018), whose head gives two class
+# scores: one logit instead saves the 16 * 9 weights and 1 bias of the second class.
+PUBLISHED = {"fc_ef": 1_350_578, "fc_siam_conc": 1_545_986, "fc_siam_diff": 1_350_146}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_fc_models_have_the_published_size(name: str) -> None:
+    assert sum(p.numel() for p in build(name).parameters()) == PUBLISHED[name] - (16 * 9 + 1)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_model_trains_and_predicts_through_the_scripts(name: str, tiny_data: Path, tmp_path: Path) -> None:
+    results = train(compose_train(*tiny_overrides(tiny_data, tmp_path / "run"), f"model={name}"))
+    assert results["best_checkpoint"] and all(v == v for v in results["test"].values())
+    out = tmp_path / "pred"
+    summary = predict(predict_cfg(f"ckpt_path={results['output_dir']}", f"input={tiny_data / 'test'}", f"output={out}"))
+    assert summary["metrics"]["F1"] == pytest.approx(results["test"]["test/F1"], abs=1e-6)
+
+
+def test_an_unknown_model_name_exits_1_listing_the_valid_ones(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "model=nope"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert all(name in proc.stderr for name in MODELS)
