@@ -32,7 +32,7 @@ def pair(n: int, h: int, w: int, seed: int = 0) -> tuple[torch.Tensor, torch.Ten
 
 
 def test_every_model_config_is_tested() -> None:
-    assert {"siamese_unet", "fc_ef", "fc_siam_conc", "fc_siam_diff"} <= set(MODELS)
+    assert {"siamese_unet", "fc_ef", "fc_siam_conc", "fc_siam_diff", "snunet"} <= set(MODELS)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -57,6 +57,7 @@ def test_gradients_reach_the_first_layer(name: str) -> None:
         ("siamese_unet", {"fusion": "diff"}, True),
         ("fc_siam_conc", {}, False),
         ("fc_ef", {}, False),
+        ("snunet", {}, False),
     ],
 )
 def test_exchanging_the_dates(name: str, options: dict, symmetric: bool) -> None:
@@ -75,6 +76,12 @@ PUBLISHED = {"fc_ef": 1_350_578, "fc_siam_conc": 1_545_986, "fc_siam_diff": 1_35
 @pytest.mark.parametrize("name", sorted(PUBLISHED))
 def test_fc_models_have_the_published_size(name: str) -> None:
     assert sum(p.numel() for p in build(name).parameters()) == PUBLISHED[name] - (16 * 9 + 1)
+
+
+@pytest.mark.parametrize(("base", "millions"), [(16, 3.01), (32, 12.03)])
+def test_snunet_has_the_published_size(base: int, millions: float) -> None:
+    # As the paper reports them, to 10 000 parameters.
+    assert round(sum(p.numel() for p in build("snunet", base=base).parameters()) / 1e6, 2) == millions
 
 
 @pytest.mark.parametrize("name", MODELS)
