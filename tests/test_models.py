@@ -10,6 +10,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from predict import predict
 from tests.conftest import ROOT, compose_train, tiny_overrides
@@ -31,8 +32,20 @@ def pair(n: int, h: int, w: int, seed: int = 0) -> tuple[torch.Tensor, torch.Ten
     return torch.randn(n, 3, h, w, generator=g), torch.randn(n, 3, h, w, generator=g)
 
 
+def calibrated(net: nn.Module, a: torch.Tensor, b: torch.Tensor) -> nn.Module:
+    """``net`` in eval mode with BatchNorm statistics of one pass over (a, b), so activations keep
+    their scale through the layers as in a trained network (fresh running statistics are 0 and 1)."""
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average: one pass gives the batch's statistics
+    with torch.no_grad():
+        net.train()(a, b)
+    return net.eval()
+
+
 def test_every_model_config_is_tested() -> None:
-    assert {"siamese_unet", "fc_ef", "fc_siam_conc", "fc_siam_diff", "snunet"} <= set(MODELS)
+    assert {"siamese_unet", "fc_ef", "fc_siam_conc", "fc_siam_diff", "snunet", "tiny"} <= set(MODELS)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -58,14 +71,16 @@ def test_gradients_reach_the_first_layer(name: str) -> None:
         ("fc_siam_conc", {}, False),
         ("fc_ef", {}, False),
         ("snunet", {}, False),
+        ("tiny", {}, False),
     ],
 )
 def test_exchanging_the_dates(name: str, options: dict, symmetric: bool) -> None:
-    net = build(name, base=4, **options).eval()
-    a, b = pair(1, 32, 48)
+    a, b = pair(2, 32, 48)
+    net = calibrated(build(name, base=4, **options), a, b)
     with torch.no_grad():
-        same = torch.allclose(net(a, b), net(b, a), atol=1e-5)
-    assert same == symmetric
+        ab, ba = net(a, b), net(b, a)
+    assert ab.std() > 1e-3, "the output barely depends on the input: the test could not tell"
+    assert torch.allclose(ab, ba, atol=1e-5) == symmetric
 
 
 # Counted from the published layer lists (Daudt et al., ICIP 2018), whose head gives two class
@@ -82,6 +97,21 @@ def test_fc_models_have_the_published_size(name: str) -> None:
 def test_snunet_has_the_published_size(base: int, millions: float) -> None:
     # As the paper reports them, to 10 000 parameters.
     assert round(sum(p.numel() for p in build("snunet", base=base).parameters()) / 1e6, 2) == millions
+
+
+def gflops(net: nn.Module, size: int = 256) -> float:
+    """Forward FLOPs of one size x size pair, as torch.utils.flop_counter counts them."""
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        net.eval()(*pair(1, size, size))
+    return counter.get_total_flops() / 1e9
+
+
+def test_tiny_is_tiny() -> None:
+    # Under 0.5 M parameters and under a fifth of the FLOPs of the tutorial's network (base 32),
+    # and of the default siamese_unet (base 16).
+    tiny = build("tiny")
+    assert sum(p.numel() for p in tiny.parameters()) < 500_000
+    assert gflops(tiny) < gflops(build("siamese_unet", base=16)) / 5 < gflops(build("siamese_unet", base=32)) / 5
 
 
 @pytest.mark.parametrize("name", MODELS)

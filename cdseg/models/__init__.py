@@ -3,5 +3,6 @@ from cdseg.models.fc_siam_conc import FCSiamConc
 from cdseg.models.fc_siam_diff import FCSiamDiff
 from cdseg.models.siamese_unet import SiameseUNet
 from cdseg.models.snunet import SNUNet
+from cdseg.models.tiny import TinyCD
 
-__all__ = ["FCEF", "FCSiamConc", "FCSiamDiff", "SNUNet", "SiameseUNet"]
+__all__ = ["FCEF", "FCSiamConc", "FCSiamDiff", "SNUNet", "SiameseUNet", "TinyCD"]
