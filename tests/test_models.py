@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -20,11 +19,10 @@ from train import train
 MODELS = sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml"))
 
 
-def build(name: str, **overrides) -> nn.Module:
-    """The network conf/model/<name>.yaml describes, as train.py builds it."""
-    cfg = OmegaConf.load(ROOT / "conf" / "model" / f"{name}.yaml")
-    cfg.update(overrides)
-    return instantiate(cfg)
+def build(name: str, **options) -> nn.Module:
+    """The network ``model=<name>`` describes in the composed train config, as train.py builds it."""
+    cfg = compose_train(f"model={name}", *(f"model.{k}={v}" for k, v in options.items()))
+    return instantiate(cfg.model)
 
 
 def pair(n: int, h: int, w: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,7 +43,7 @@ def calibrated(net: nn.Module, a: torch.Tensor, b: torch.Tensor) -> nn.Module:
 
 
 def test_every_model_config_is_tested() -> None:
-    assert {"siamese_unet", "fc_ef", "fc_siam_conc", "fc_siam_diff", "snunet", "tiny"} <= set(MODELS)
+    assert {"siamese_unet", "fc_ef", "fc_siam_conc", "fc_siam_diff", "snunet", "tiny", "siamese_resnet"} <= set(MODELS)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -72,6 +70,9 @@ def test_gradients_reach_the_first_layer(name: str) -> None:
         ("fc_ef", {}, False),
         ("snunet", {}, False),
         ("tiny", {}, False),
+        ("siamese_resnet", {}, True),
+        ("siamese_resnet", {"exchange": "[null,spatial,channel,channel]"}, True),
+        ("siamese_resnet", {"fusion": "concat"}, False),
     ],
 )
 def test_exchanging_the_dates(name: str, options: dict, symmetric: bool) -> None:

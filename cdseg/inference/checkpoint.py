@@ -52,7 +52,8 @@ def load_checkpoint(spec: str | Path, runs_dir: str | Path | None = None) -> tup
     if not config or "model" not in config:
         raise CheckpointError(f"{file}: holds no run config, and {run_yaml} does not exist either")
     _check_targets(config["model"], str(file))
-    net = instantiate(config["model"])
+    # The checkpoint holds every weight: pretrained ones need not (and offline could not) be loaded first.
+    net = instantiate(config["model"], **({"weights": None} if "weights" in config["model"] else {}))
     weights = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
     try:
         net.load_state_dict(weights)

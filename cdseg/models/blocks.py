@@ -3,10 +3,33 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from cdseg.errors import ConfigError
+
+Fusion = Literal["concat_diff", "concat", "diff"]
+# How many encoder-widths wide the fused feature map is, per fusion mode.
+FUSION_FACTOR = {"concat_diff": 3, "concat": 2, "diff": 1}
+
+
+def fusion_factor(mode: str) -> int:
+    """How many feature widths ``fuse`` returns for ``mode``; an unknown mode is refused naming the option."""
+    if mode not in FUSION_FACTOR:
+        raise ConfigError(f"model.fusion must be one of {sorted(FUSION_FACTOR)}, got {mode!r}")
+    return FUSION_FACTOR[mode]
+
+
+def fuse(fa: torch.Tensor, fb: torch.Tensor, mode: Fusion) -> torch.Tensor:
+    """Fuse same-scale features of the two dates: (B, C, h, w) x 2 -> (B, k*C, h, w)."""
+    if mode == "concat_diff":
+        return torch.cat([fa, fb, torch.abs(fa - fb)], dim=1)
+    if mode == "concat":
+        return torch.cat([fa, fb], dim=1)
+    return torch.abs(fa - fb)
 
 
 class ChangeDetector(nn.Module):

@@ -2,25 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import nn
 
-from cdseg.models.blocks import ChangeDetector, ConvBNReLU, Encoder, UpBlock, init_prior
-
-Fusion = Literal["concat_diff", "concat", "diff"]
-# How many encoder-widths wide the fused feature map is, per fusion mode.
-_FUSION_FACTOR = {"concat_diff": 3, "concat": 2, "diff": 1}
-
-
-def fuse(fa: torch.Tensor, fb: torch.Tensor, mode: Fusion) -> torch.Tensor:
-    """Fuse same-scale features of the two dates: (B, C, h, w) x 2 -> (B, k*C, h, w)."""
-    if mode == "concat_diff":
-        return torch.cat([fa, fb, torch.abs(fa - fb)], dim=1)
-    if mode == "concat":
-        return torch.cat([fa, fb], dim=1)
-    return torch.abs(fa - fb)
+from cdseg.models.blocks import ChangeDetector, ConvBNReLU, Encoder, Fusion, UpBlock, fuse, fusion_factor, init_prior
 
 
 class SiameseUNet(ChangeDetector):
@@ -45,9 +30,7 @@ class SiameseUNet(ChangeDetector):
         self, in_channels: int = 3, base: int = 32, fusion: Fusion = "concat_diff", prior: float | None = 0.05
     ) -> None:
         super().__init__()
-        if fusion not in _FUSION_FACTOR:
-            raise ValueError(f"model.fusion must be one of {sorted(_FUSION_FACTOR)}, got {fusion!r}")
-        k = _FUSION_FACTOR[fusion]
+        k = fusion_factor(fusion)
         self.fusion = fusion
         self.encoder = Encoder(in_channels, base)  # shared by both dates
         self.fuse4 = ConvBNReLU(base * 8 * k, base * 8)

@@ -1,0 +1,103 @@
+"""siamese_resnet's encoder weights: ImageNet through torchvision's weights API (from the torch hub cache,
+or a clear error offline), a local file checked against the architecture, and the feature exchange."""
+
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision import models
+
+from cdseg.errors import ConfigError
+from cdseg.models.siamese_resnet import SiameseResNet, channel_exchange, spatial_exchange
+from predict import predict
+from tests.conftest import compose_train, tiny_overrides
+from tests.test_predict import predict_cfg
+from train import train
+
+IMAGENET = {"input_mean": [0.485, 0.456, 0.406], "input_std": [0.229, 0.224, 0.225]}
+
+
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No network, and an empty torch hub cache of its own; returns where resnet18's ImageNet file goes."""
+
+    def refuse(*args, **kwargs):
+        raise OSError("network disabled by the test")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    previous = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "hub"))
+    yield tmp_path / "hub" / "checkpoints" / Path(models.ResNet18_Weights.DEFAULT.url).name
+    torch.hub.set_dir(previous)
+
+
+def resnet18_file(path: Path, seed: int) -> dict:
+    torch.manual_seed(seed)
+    state = models.resnet18().state_dict()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+    return state
+
+
+def test_a_local_file_of_the_architecture_loads_and_changes_the_output(tmp_path: Path) -> None:
+    state = resnet18_file(tmp_path / "r18.pth", seed=1)
+    a, b = torch.randn(1, 3, 64, 64), torch.randn(1, 3, 64, 64)
+    torch.manual_seed(0)
+    scratch = SiameseResNet(base=4).eval()
+    torch.manual_seed(0)
+    loaded = SiameseResNet(base=4, weights=str(tmp_path / "r18.pth")).eval()
+    assert torch.equal(loaded.stem[0].weight, state["conv1.weight"])
+    assert torch.equal(loaded.stages[3][0].conv1.weight, state["layer4.0.conv1.weight"])
+    with torch.no_grad():
+        assert not torch.allclose(scratch(a, b), loaded(a, b))
+
+
+def test_a_file_of_another_architecture_is_refused_naming_the_keys(tmp_path: Path) -> None:
+    torch.save(models.resnet50().state_dict(), tmp_path / "r50.pth")
+    with pytest.raises(ConfigError, match=r"r50.pth: not resnet18 weights: unexpected \['layer1.0.bn3.*wrong shape"):
+        SiameseResNet(weights=str(tmp_path / "r50.pth"))
+    resnet18_file(tmp_path / "r18.pth", seed=0)
+    with pytest.raises(ConfigError, match=r"r18.pth: not resnet34 weights: missing \['layer1.2.bn1.bias'"):
+        SiameseResNet(encoder="resnet34", weights=str(tmp_path / "r18.pth"))
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="junk.pth: not a readable state dict"):
+        SiameseResNet(weights=str(tmp_path / "junk.pth"))
+    with pytest.raises(ConfigError, match="nope.pth: no such file"):
+        SiameseResNet(weights=str(tmp_path / "nope.pth"))
+
+
+def test_imagenet_offline_fails_at_once_saying_where_to_put_the_file(offline: Path) -> None:
+    with pytest.raises(ConfigError, match=f"cannot be reached. Download .*resnet18.* and put it at {offline}"):
+        SiameseResNet(weights="imagenet", **IMAGENET)
+
+
+def test_imagenet_loads_from_the_cache_without_the_network(offline: Path) -> None:
+    state = resnet18_file(offline, seed=2)  # stands for the downloaded file
+    net = SiameseResNet(weights="imagenet", **IMAGENET)
+    assert torch.equal(net.stem[0].weight, state["conv1.weight"])
+
+
+def test_imagenet_weights_need_imagenet_normalised_inputs(offline: Path) -> None:
+    resnet18_file(offline, seed=2)
+    with pytest.raises(ConfigError, match=r"expects inputs normalised .* got data.mean=None"):
+        SiameseResNet(weights="imagenet")
+
+
+def test_a_run_from_imagenet_weights_predicts_without_them(offline: Path, tiny_data: Path, tmp_path: Path) -> None:
+    resnet18_file(offline, seed=2)
+    options = ["model=siamese_resnet", "model.weights=imagenet", "model.base=4"]
+    results = train(compose_train(*tiny_overrides(tiny_data, tmp_path / "run"), *options))
+    offline.unlink()  # the checkpoint holds every weight
+    summary = predict(
+        predict_cfg(f"ckpt_path={results['output_dir']}", f"input={tiny_data / 'test'}", f"output={tmp_path / 'p'}")
+    )
+    assert summary["metrics"]["F1"] == pytest.approx(results["test"]["test/F1"], abs=1e-6)
+
+
+def test_the_exchanges_swap_every_other_column_or_channel() -> None:
+    a, b = torch.zeros(1, 4, 2, 6), torch.ones(1, 4, 2, 6)
+    sa, sb = spatial_exchange(a, b)
+    assert sa[0, 0, 0].tolist() == [1, 0, 1, 0, 1, 0] and torch.equal(sa + sb, a + b)
+    ca, cb = channel_exchange(a, b)
+    assert ca[0, :, 0, 0].tolist() == [1, 0, 1, 0] and torch.equal(ca + cb, a + b)
