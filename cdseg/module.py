@@ -27,7 +27,8 @@ class ChangeDetectionModule(L.LightningModule):
         net: ``nn.Module`` with ``forward(a, b) -> (B, 1, H, W)`` logits, for (B, C, H, W) dates.
         loss: ``loss(logits, mask) -> scalar`` with mask (B, 1, H, W) in {0, 1}.
         optimizer: partial optimiser (Hydra ``_partial_: true``), called with the parameters.
-        scheduler: optional partial LR scheduler, called with the optimiser; stepped per epoch.
+        scheduler: optional partial LR scheduler, called with the optimiser; stepped per epoch, or
+            per optimizer step when it has ``interval = "step"`` (:mod:`cdseg.schedules`).
         threshold: probability above which a pixel is called changed, for the metrics.
         run_config: the resolved run configuration, stored in every checkpoint so that predict.py
             can rebuild the network and its input normalisation from the checkpoint alone.
@@ -111,4 +112,6 @@ class ChangeDetectionModule(L.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        # Per epoch unless the schedule says it counts optimizer steps (cdseg.schedules).
+        interval = getattr(scheduler, "interval", "epoch")
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}

@@ -27,7 +27,10 @@ FORBIDDEN = {
     "cdseg/runs/folder.py": ("lightning",),
     "cdseg/runs/checkpoint.py": ("lightning",),
     **{f"cdseg/data/{name}.py": ("lightning",) for name in ("dataset", "transforms", "sampler", "synthetic", "check")},
-    **{f"cdseg/{name}.py": ("cdseg.runs",) for name in ("losses", "metrics", "module", "callbacks", "baseline")},
+    **{
+        f"cdseg/{name}.py": ("cdseg.runs",)
+        for name in ("losses", "metrics", "module", "callbacks", "baseline", "schedules")
+    },
     **{f"cdseg/{name}.py": ("lightning", *SCIENCE, "cdseg.runs", "cdseg.inference") for name in SMALL},
 }
 
