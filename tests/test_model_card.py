@@ -1,0 +1,60 @@
+"""A smoke run of the model card command: tiny budget, two models, the table and the JSON it writes."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, SHARED_DATA
+
+
+def run_card(tmp_path: Path, *args: str, seeds: tuple[str, ...] = ("0", "1")) -> dict:
+    out = tmp_path / "card.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "model_card.py"),
+            "--seeds",
+            "0",
+            "1",
+            "--work",
+            str(tmp_path / "work"),
+            "--out",
+            str(out),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    card = json.loads(out.read_text())
+    for name in card["models"]:
+        assert f"| `{name}` |" in proc.stdout
+    return card
+
+
+def test_the_card_measures_every_model_it_is_given(tiny_data: Path, tmp_path: Path) -> None:
+    data = ["--synthetic-data", f"data.root={tiny_data}", "data.synthetic=null", "data.crop_size=32"]
+    card = run_card(tmp_path, "--models", "tiny", "fc_ef", "--datasets", "synthetic", "--epochs-synthetic", "1", *data)
+    assert set(card["models"]) == {"tiny", "fc_ef"}
+    tiny, fc_ef = card["models"]["tiny"], card["models"]["fc_ef"]
+    assert tiny["params_M"] < 0.5 < fc_ef["params_M"] and tiny["gflops_256"] < fc_ef["gflops_256"]
+    assert tiny["train_pairs_per_s"] > 0
+    runs = tiny["synthetic"]["runs"]
+    assert len(runs) == 2 and all(0 <= r["F1"] <= 1 for r in runs)
+    assert tiny["synthetic"]["F1"] == pytest.approx(sum(r["F1"] for r in runs) / 2)
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "levir-cd-samples").is_dir(), reason="../shared/data not present")
+def test_the_real_split_trains_on_three_tiles_and_tests_on_two_others(tmp_path: Path) -> None:
+    card = run_card(tmp_path, "--models", "tiny", "--datasets", "levir", "--epochs-levir", "1", seeds=("0",))
+    split = tmp_path / "work" / "levir-split"
+    assert len(list((split / "train" / "A").iterdir())) == 48
+    assert sorted(p.name for p in (split / "test" / "A").iterdir()) == ["test_4.png", "test_5.png"]
+    val = sorted(p.name for p in (split / "val" / "A").iterdir())
+    assert len(val) == 9 and not any(n.startswith(("test_1_", "test_2_", "test_3_", "test_4_", "test_5_")) for n in val)
+    assert 0 <= card["models"]["tiny"]["levir"]["F1"] <= 1
