@@ -54,3 +54,27 @@ def test_training_steps_it_every_optimizer_step(make_cfg, tmp_path: Path) -> Non
 def test_without_max_steps_the_schedule_is_refused(make_cfg) -> None:
     with pytest.raises(ConfigError, match="set trainer.max_steps"):
         train(make_cfg("scheduler=warmup_cosine"))
+
+
+def test_the_levir_experiment_composes_the_recipe() -> None:
+    from tests.conftest import compose_train
+
+    cfg = compose_train("experiment=levir", "data.root=/x")
+    assert (cfg.data.crop_size, cfg.data.rot90, cfg.data.swap, cfg.data.vflip) == (256, True, 0.5, 0.5)
+    assert cfg.data.color_jitter.brightness > 0 and cfg.data.eval_batch_size == 1
+    assert cfg.scheduler._target_ == "cdseg.schedules.WarmupCosine" and cfg.scheduler.total_steps == 40000
+    assert cfg.trainer.max_steps == 40000 and cfg.trainer.max_epochs == -1 and cfg.trainer.precision == "16-mixed"
+    assert cfg.callbacks.model_checkpoint.monitor == "val/F1"
+
+
+def test_the_levir_experiment_trains_end_to_end(tiny_data: Path, tmp_path: Path) -> None:
+    from tests.conftest import compose_train, tiny_overrides
+
+    overrides = [o for o in tiny_overrides(tiny_data, tmp_path / "run") if not o.startswith("trainer.max_epochs")]
+    cfg = compose_train(
+        "experiment=levir", *overrides, "data.crop_size=32", "data.num_workers=0", "trainer.max_steps=4"
+    )
+    cfg.scheduler.warmup_steps = 1
+    cfg.trainer.check_val_every_n_epoch = 1
+    results = train(cfg)
+    assert set(results["test"]) >= {"test/F1", "test/IoU"} and results["best_checkpoint"]
