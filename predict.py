@@ -30,6 +30,7 @@ from cdseg.inference.predictor import TTA, Predictor
 from cdseg.inference.tiling import check_tiling
 from cdseg.inference.visualize import error_map, overlay
 from cdseg.metrics import change_metrics, pixel_counts, scores_from_counts
+from cdseg.overrides import exit_on_unknown_keys
 from cdseg.precision import AUTOCAST_DTYPES
 
 
@@ -170,4 +171,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    exit_on_unknown_keys(Path(__file__).parent / "conf", "predict")  # before Hydra: names the nearest keys
     main()

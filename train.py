@@ -11,6 +11,7 @@ checkpoints (best on val/F1 and last) and metrics.json with the best validation 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -22,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from cdseg.config import build, flatten, require_values
 from cdseg.errors import CdsegError
 from cdseg.module import ChangeDetectionModule
+from cdseg.overrides import exit_on_unknown_keys
 from cdseg.precision import fix_precision
 from cdseg.runs.checkpoint_io import SafeCheckpointIO
 from cdseg.runs.folder import RunFolder
@@ -119,4 +121,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    exit_on_unknown_keys(Path(__file__).parent / "conf", "train")  # before Hydra: names the nearest keys
     main()

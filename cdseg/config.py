@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from cdseg.errors import CdsegError, ConfigError
+
+_VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 
 
 def require_values(cfg: DictConfig) -> None:
@@ -28,7 +31,20 @@ def build(node: Any, **kwargs: Any) -> Any:
     except InstantiationException as e:
         if isinstance(e.__cause__, CdsegError):
             raise e.__cause__ from None
-        raise ConfigError(str(e)) from None
+        raise ConfigError(_options_hint(node, e)) from None
+
+
+def _options_hint(node: Any, error: InstantiationException) -> str:
+    """Hydra's message, plus the options the target takes when it was given one it does not."""
+    message = str(error)
+    if not (isinstance(error.__cause__, TypeError) and "unexpected keyword" in str(error.__cause__)):
+        return message
+    try:
+        target = get_object(str(node["_target_"]))
+        names = [p.name for p in inspect.signature(target).parameters.values() if p.kind not in _VARIADIC]
+    except Exception:  # no signature to read: Hydra's message alone
+        return message
+    return f"{message}\n{target.__name__} takes: {', '.join(names)}"
 
 
 def flatten(node: Any, sep: str = ".", prefix: str = "") -> dict[str, Any]:

@@ -1,0 +1,90 @@
+"""Command-line overrides checked before Hydra runs: a key that does not exist is named with the
+nearest valid ones, instead of Hydra's advice to append it with ``+`` (which then fails inside a
+constructor)."""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override, OverrideType
+from omegaconf import DictConfig, OmegaConf
+
+from cdseg.config import flatten
+from cdseg.errors import ConfigError
+
+
+def exit_on_unknown_keys(config_dir: str | Path, config_name: str) -> None:
+    """:func:`check_overrides` on ``sys.argv``: print the problems and exit 1 when there are any."""
+    try:
+        check_overrides(config_dir, config_name, sys.argv[1:])
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def check_overrides(config_dir: str | Path, config_name: str, args: Sequence[str]) -> None:
+    """Raise :class:`ConfigError` for each ``key=value`` whose key the composed config lacks.
+
+    ``args`` is the command line after the script name. Group choices (``model=tiny``, the first of a
+    sweep) are composed first, so ``model.<key>`` is checked against the chosen model. Appends and
+    deletions (``+key``, ``++key``, ``~key``), Hydra's own keys and anything Hydra itself cannot
+    parse or compose are left for Hydra to report.
+    """
+    config_dir = Path(config_dir).resolve()
+    try:
+        overrides = OverridesParser.create().parse_overrides([a for a in args if not a.startswith("-")])
+    except Exception:  # Hydra reports its own syntax errors
+        return
+    groups = [o for o in overrides if _is_group(o, config_dir)]
+    keys = [o for o in overrides if o not in groups and o.type == OverrideType.CHANGE and not _is_hydra(o)]
+    if not keys:
+        return
+    try:
+        with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+            cfg = compose(config_name, overrides=[_first_choice(o) for o in groups])
+    except Exception:  # a wrong group choice: Hydra lists the valid ones
+        return
+    problems = [_unknown(cfg, o.key_or_group) for o in keys]
+    found = [p for p in problems if p]
+    if found:
+        raise ConfigError("\n".join(found))
+
+
+def _is_group(o: Override, config_dir: Path) -> bool:
+    return (config_dir / o.key_or_group).is_dir() or o.key_or_group.startswith("hydra/")
+
+
+def _is_hydra(o: Override) -> bool:
+    return o.key_or_group == "hydra" or o.key_or_group.startswith("hydra.")
+
+
+def _first_choice(o: Override) -> str:
+    value = next(iter(o.sweep_string_iterator())) if o.is_sweep_override() else o.get_value_element_as_str()
+    return f"{o.get_key_element()}={value}"
+
+
+def _unknown(cfg: DictConfig, key: str) -> str | None:
+    """What is wrong with ``key`` (None when it exists): the nearest full keys and the options of
+    the deepest existing parent."""
+    tree = OmegaConf.to_container(cfg, resolve=False)  # interpolations stay text: nothing is resolved
+    node, parts = tree, key.split(".")
+    for depth, part in enumerate(parts):
+        if not isinstance(node, dict):
+            return None  # inside a list or a value: Hydra and the constructors check it
+        if part not in node:
+            parent = ".".join(parts[:depth])
+            keys = [k for k in flatten(tree) if "._" not in f".{k}"]  # not _target_ and the like
+            near = difflib.get_close_matches(key, keys, n=2, cutoff=0.75)
+            hint = f"; did you mean {' or '.join(near)}?" if near else ""
+            options = ", ".join(sorted(str(k) for k in node if not str(k).startswith("_")))
+            scope = f"the options of {parent}" if parent else "the top-level keys"
+            if parent and "_target_" in node:
+                scope += f" ({str(node['_target_']).rsplit('.', 1)[-1]})"
+            return f"{key}: no such option{hint} ({scope}: {options})"
+        node = node[part]
+    return None
