@@ -1,9 +1,12 @@
-"""Training callbacks of the science side: image panels for TensorBoard."""
+"""Training callbacks of the science side: image panels for TensorBoard, weight averaging."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import default_collate
 
@@ -48,3 +51,36 @@ class SamplePanels(L.Callback):
         image = stack_rows(rows)
         for lg in loggers:
             lg.experiment.add_image("val/samples", image, trainer.global_step, dataformats="HWC")
+
+
+def _ema_step(
+    decay: float, warmup: bool, average: torch.Tensor, current: torch.Tensor, n: torch.Tensor
+) -> torch.Tensor:
+    """One EMA update after ``n`` earlier ones; tensor arithmetic only, so no device sync per parameter."""
+    d = torch.clamp((1 + n) / (10 + n), max=decay) if warmup else torch.tensor(decay, device=average.device)
+    return average + (current - average) * (1 - d).to(average.dtype)
+
+
+class EMA(WeightAveraging):
+    """Validate, checkpoint and finally keep an exponential moving average of the weights.
+
+    Lightning's ``WeightAveraging`` holds the average (BatchNorm statistics included), swaps it in for
+    each validation and writes it as the checkpoint's ``state_dict``, so the best checkpoint, test
+    and predict.py all use the averaged network; the raw weights ride along for resuming. With
+    ``warmup`` the decay after ``n`` updates is ``min(decay, (1 + n) / (10 + n))``, so a short run
+    is not dominated by its first steps' weights.
+    """
+
+    def __init__(self, decay: float = 0.999, warmup: bool = True) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"EMA decay must lie in (0, 1), got {decay}")
+        super().__init__(use_buffers=True, avg_fn=partial(_ema_step, decay, warmup))
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning would otherwise swap the final average into trainer.validate(ckpt_path=best)
+        # after fitting, scoring the last average instead of the loaded checkpoint.
+        self._average_model = None
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        if self._average_model is not None:  # resuming a fit; evaluating a checkpoint needs no average
+            super().on_load_checkpoint(trainer, pl_module, checkpoint)
