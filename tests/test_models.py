@@ -11,6 +11,8 @@ from hydra.utils import instantiate
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from cdseg.errors import ConfigError
+from cdseg.overrides import check_overrides
 from predict import predict
 from tests.conftest import ROOT, compose_train, tiny_overrides
 from tests.test_predict import predict_cfg
@@ -134,3 +136,57 @@ def test_an_unknown_model_name_exits_1_listing_the_valid_ones(tmp_path: Path) ->
     )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert all(name in proc.stderr for name in MODELS)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["model.bse=32"],
+            ["model.bse: no such option", "did you mean model.base?", "base, fusion, in_channels, prior"],
+        ),
+        (["model=tiny", "model.fusion=diff"], ["model.fusion: no such option", "(TinyCD): base, in_channels, prior"]),
+        (["-m", "model=tiny,snunet", "model.fusion=diff"], ["(TinyCD)"]),  # a sweep: checked on its first choice
+        (["trainer.max_epoch=1"], ["did you mean trainer.max_epochs?"]),
+    ],
+)
+def test_an_unknown_option_is_named_with_the_valid_ones(args: list[str], expected: list[str]) -> None:
+    with pytest.raises(ConfigError) as info:
+        check_overrides(ROOT / "conf", "train", args)
+    assert all(text in str(info.value) for text in expected), str(info.value)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["model.base=8", "model=tiny"],
+        ["-m", "model.base=8,16"],
+        ["+model.extra=1"],
+        ["callbacks=ema", "callbacks.ema.decay=0.9"],
+        ["model=tiny", "optimizer.lr=1e-3"],
+    ],
+)
+def test_known_options_appends_and_sweeps_pass_the_check(args: list[str]) -> None:
+    check_overrides(ROOT / "conf", "train", args)  # raises on a false alarm
+
+
+def test_an_option_the_model_does_not_take_exits_1_listing_what_it_takes(tmp_path: Path) -> None:
+    for args, expected in (
+        (["model.bse=32"], "did you mean model.base?"),
+        (["+model.bse=32"], "SiameseUNet takes: in_channels, base, fusion, prior"),
+    ):
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "train.py"), *args, f"paths.runs_dir={tmp_path}"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=300,
+        )
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr
+        assert expected in proc.stderr, proc.stderr
+
+
+def test_a_model_config_may_set_its_learning_rate_and_the_command_line_still_wins() -> None:
+    assert compose_train("model=tiny").optimizer.lr == 1e-2 and compose_train().optimizer.lr == 1e-3
+    assert compose_train("model=tiny", "optimizer.lr=5e-4").optimizer.lr == 5e-4
+    assert compose_train("model=tiny", "experiment=levir").optimizer.lr == 1e-3  # a recipe is a whole recipe

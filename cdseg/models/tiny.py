@@ -6,9 +6,12 @@ interleaves A's and B's channels (A1, B1, A2, B2, ...) and mixes each pair with 
 convolution, so fusion costs almost nothing; 1x1 "pixelwise linear" layers turn the mixed features of
 each scale into a one-channel attention mask; the decoder upsamples the coarsest mixed features and
 multiplies them by each finer scale's mask. Changed here: the ImageNet-pretrained EfficientNet-B4 slice
-becomes a small MobileNetV2-style encoder of inverted residual blocks trained from scratch, the
-decoder upsamples by a factor rather than to a fixed size, and BatchNorm replaces InstanceNorm so the
-output of a pixel does not depend on the statistics of whatever tile it is predicted in.
+becomes a smaller encoder of the same kind of block (MBConv: inverted residual, squeeze-excitation,
+SiLU) trained from scratch, the decoder upsamples by a factor rather than to a fixed size, and
+BatchNorm replaces InstanceNorm so the output of a pixel does not depend on the statistics of
+whatever tile it is predicted in. The block matters: with MobileNetV2 blocks (ReLU6, no
+squeeze-excitation) test F1 on the synthetic set was 0.841 +- 0.002 against 0.880 +- 0.005 with
+MBConv, seeds 0-2 at lr 3.6e-3 (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -20,19 +23,37 @@ from torch import nn
 from cdseg.models.blocks import ChangeDetector, init_prior
 
 
+class SqueezeExcite(nn.Module):
+    """Channel gates from the global average: (B, C, H, W) -> (B, C, H, W), C -> ``squeezed`` -> C."""
+
+    def __init__(self, channels: int, squeezed: int) -> None:
+        super().__init__()
+        self.gate = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Conv2d(channels, squeezed, 1),
+            nn.SiLU(inplace=True),
+            nn.Conv2d(squeezed, channels, 1),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(x)
+
+
 class InvertedResidual(nn.Sequential):
-    """MobileNetV2 block: 1x1 expansion, 3x3 depthwise (stride 1 or 2), 1x1 projection; a residual
-    connection when the shape is kept."""
+    """EfficientNet's MBConv block: 1x1 expansion, 3x3 depthwise (stride 1 or 2), squeeze-excitation,
+    1x1 projection; SiLU activations; a residual connection when the shape is kept."""
 
     def __init__(self, in_ch: int, out_ch: int, stride: int = 1, expand: int = 4) -> None:
         hidden = in_ch * expand
         super().__init__(
             nn.Conv2d(in_ch, hidden, 1, bias=False),
             nn.BatchNorm2d(hidden),
-            nn.ReLU6(inplace=True),
+            nn.SiLU(inplace=True),
             nn.Conv2d(hidden, hidden, 3, stride=stride, padding=1, groups=hidden, bias=False),
             nn.BatchNorm2d(hidden),
-            nn.ReLU6(inplace=True),
+            nn.SiLU(inplace=True),
+            SqueezeExcite(hidden, max(in_ch // 4, 4)),
             nn.Conv2d(hidden, out_ch, 1, bias=False),
             nn.BatchNorm2d(out_ch),
         )
@@ -112,7 +133,7 @@ class TinyCD(ChangeDetector):
                 nn.Sequential(  # 1/2
                     nn.Conv2d(in_channels, base, 3, stride=2, padding=1, bias=False),
                     nn.BatchNorm2d(base),
-                    nn.ReLU6(inplace=True),
+                    nn.SiLU(inplace=True),
                     InvertedResidual(base, w1, expand=2),
                 ),
                 nn.Sequential(InvertedResidual(w1, w2, stride=2), InvertedResidual(w2, w2)),  # 1/4
