@@ -130,7 +130,8 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
             metrics.update(probs[None], target[None].long())
             write_png(out / "error" / name, error_map(pred, target.numpy()))
             counts = pixel_counts(pred, target.numpy())
-            rows.append({"name": sample["name"], **counts, **scores_from_counts(**counts)})
+            # A score with a zero denominator stays empty, so sorting by F1 does not rank clean tiles last.
+            rows.append({"name": sample["name"], **counts, **scores_from_counts(**counts, undefined=None)})
     seconds = time.perf_counter() - start
 
     summary: dict[str, Any] = {

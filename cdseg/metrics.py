@@ -58,20 +58,23 @@ def pixel_counts(pred: np.ndarray, target: np.ndarray) -> dict[str, int]:
     }
 
 
-def scores_from_counts(TP: int, FP: int, FN: int, TN: int) -> dict[str, float]:  # noqa: N803 (the usual names)
-    """The metrics of :func:`change_metrics` from pixel counts, with the same zero-division rule."""
+def scores_from_counts(TP: int, FP: int, FN: int, TN: int, undefined: float | None = 0.0) -> dict[str, float | None]:  # noqa: N803
+    """The metrics of :func:`change_metrics` from pixel counts. A score whose denominator is zero is
+    ``undefined``: 0.0 by default, torchmetrics' rule; None where "no score" must stay visible (a
+    tile without change predicted without change has no F1, rather than the worst one)."""
 
-    def ratio(num: float, den: float) -> float:
-        return num / den if den else 0.0
+    def ratio(num: float, den: float) -> float | None:
+        return num / den if den else undefined
 
     n = TP + FP + FN + TN
-    oa = ratio(TP + TN, n)
-    chance = ratio((TP + FP) * (TP + FN) + (FN + TN) * (FP + TN), n * n)
+    oa = (TP + TN) / n if n else undefined
+    chance = ((TP + FP) * (TP + FN) + (FN + TN) * (FP + TN)) / (n * n) if n else None
+    kappa = ratio(oa - chance, 1 - chance) if oa is not None and chance is not None else undefined
     return {
         "F1": ratio(2 * TP, 2 * TP + FP + FN),
         "IoU": ratio(TP, TP + FP + FN),
         "precision": ratio(TP, TP + FP),
         "recall": ratio(TP, TP + FN),
         "OA": oa,
-        "kappa": ratio(oa - chance, 1 - chance),
+        "kappa": kappa,
     }

@@ -291,3 +291,24 @@ def test_ckpt_path_last_predicts_with_the_latest_runs_best_checkpoint(
             )
         )
     assert not (tmp_path / "q").exists()
+
+
+def test_per_image_scores_without_a_denominator_are_left_empty(
+    trained_run: dict, tiny_data: Path, tmp_path: Path
+) -> None:
+    # A network that predicts no change anywhere: its head's bias pushed far below zero.
+    ckpt = torch.load(trained_run["best_checkpoint"], map_location="cpu", weights_only=True)
+    ckpt["state_dict"] = {k: v - 1e4 if k.endswith("head.bias") else v for k, v in ckpt["state_dict"].items()}
+    silent = tmp_path / "silent.ckpt"
+    torch.save(ckpt, silent)
+    pairs = tmp_path / "in"
+    shutil.copytree(tiny_data / "test", pairs)
+    labels = sorted((pairs / "label").iterdir())[1:]
+    changed = next(p.name for p in labels if np.asarray(Image.open(p)).any())
+    Image.fromarray(np.zeros((48, 48), np.uint8)).save(pairs / "label" / "test_0000.png")  # no change at all
+    predict(predict_cfg(f"ckpt_path={silent}", f"input={pairs}", f"output={tmp_path / 'out'}"))
+    rows = {r["name"]: r for r in csv.DictReader((tmp_path / "out" / "per_image.csv").open())}
+    clean, missed = rows["test_0000.png"], rows[changed]
+    assert clean["F1"] == clean["IoU"] == clean["precision"] == clean["recall"] == clean["kappa"] == ""
+    assert float(clean["OA"]) == 1.0
+    assert float(missed["F1"]) == 0.0 and float(missed["recall"]) == 0.0 and missed["precision"] == ""
