@@ -10,7 +10,9 @@ checkpoints (best on val/F1 and last) and metrics.json with the best validation 
 
 from __future__ import annotations
 
+import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         ``{"output_dir": path, "best_checkpoint": path, "val": {"val/F1": ...}, "test": {"test/F1": ...}}``
     """
     require_values(cfg)
+    _quiet_what_is_not_about_the_run()
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     fix_precision(cfg)  # on a CPU-only run, a GPU precision becomes one this CPU runs well
@@ -78,6 +81,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         _log_hparams(trainer, cfg, results)
         _print_summary(results)
     return results
+
+
+class _NoTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+def _quiet_what_is_not_about_the_run() -> None:
+    """Lightning's product tips, and a deprecation Lightning triggers inside torch, say nothing about
+    the user's run; its other messages (devices, the model summary, warnings about the run) stay."""
+    log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _NoTips) for f in log.filters):
+        log.addFilter(_NoTips())
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
 def _best_checkpoint(trainer: L.Trainer) -> str:

@@ -132,6 +132,8 @@ def test_multirun_makes_one_folder_per_job(tiny_data: Path, tmp_path: Path) -> N
     assert [j.name for j in jobs] == ["0", "1"]
     assert [OmegaConf.load(j / "config.yaml").model.base for j in jobs] == [2, 4]
     assert all((j / "metrics.json").exists() for j in jobs)
+    said = proc.stdout + proc.stderr  # what is not about the run is not said
+    assert "Tip:" not in said and "LeafSpec" not in said and "GPU available" in said
 
 
 def test_tiny_run_beats_the_classical_baseline(tmp_path: Path) -> None:
