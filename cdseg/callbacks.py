@@ -10,7 +10,7 @@ from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import default_collate
 
-from cdseg.inference.visualize import sample_panel, stack_rows, to_uint8_image
+from cdseg.inference.visualize import sample_panel, stack_rows, title_strip, to_uint8_image
 
 
 class SamplePanels(L.Callback):
@@ -48,7 +48,7 @@ class SamplePanels(L.Callback):
             )
             for i in range(n)
         ]
-        image = stack_rows(rows)
+        image = stack_rows([title_strip(batch["A"].shape[-1]), *rows])  # A | B | truth | prediction, labelled
         for lg in loggers:
             lg.experiment.add_image("val/samples", image, trainer.global_step, dataformats="HWC")
 

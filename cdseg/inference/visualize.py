@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 
 # Okabe-Ito colours, distinguishable with the common colour-vision deficiencies.
@@ -47,6 +48,23 @@ def sample_panel(a: np.ndarray, b: np.ndarray, target: np.ndarray, pred: np.ndar
     for t in tiles[1:]:
         row += [spacer, t]
     return np.concatenate(row, axis=1)
+
+
+PANEL_TITLES = (("A", "A"), ("B", "B"), ("truth", "truth"), ("prediction", "pred"))  # (full, when narrow)
+
+
+def title_strip(tile_width: int, gap: int = 2) -> np.ndarray:
+    """A header naming the columns of :func:`sample_panel` rows of ``tile_width``-wide tiles:
+    (h, W, 3) uint8, white text on dark grey, each title centred over its column."""
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, float(np.clip(tile_width / 200, 0.3, 0.8))
+    height = int(26 * scale) + 8
+    strip = np.full((height, len(PANEL_TITLES) * (tile_width + gap) - gap, 3), 40, np.uint8)
+    for i, (full, short) in enumerate(PANEL_TITLES):
+        title = full if cv2.getTextSize(full, font, scale, 1)[0][0] <= tile_width else short
+        (w, h), _ = cv2.getTextSize(title, font, scale, 1)
+        x = i * (tile_width + gap) + max((tile_width - w) // 2, 0)
+        cv2.putText(strip, title, (x, (height + h) // 2), font, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return strip
 
 
 def stack_rows(rows: Sequence[np.ndarray], gap: int = 2) -> np.ndarray:
