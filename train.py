@@ -20,6 +20,7 @@ import hydra
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from cdseg.config import build, flatten, require_values
@@ -47,6 +48,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = resume(cfg)  # None for a fresh run; a resumed run continues in its own folder
     run = RunFolder(cfg.paths.output_dir)
     run.write_config(OmegaConf.to_yaml(cfg, resolve=True))
+    rank_zero_only(print)(_start_line(cfg, run.path, resumed=ckpt_path is not None))
 
     datamodule = build(cfg.data)
     module = ChangeDetectionModule(
@@ -95,6 +97,20 @@ def _quiet_what_is_not_about_the_run() -> None:
     if not any(isinstance(f, _NoTips) for f in log.filters):
         log.addFilter(_NoTips())
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
+def _start_line(cfg: DictConfig, path: Any, resumed: bool) -> str:
+    """Where the run writes and the choices that define it, before any work."""
+    model = str(cfg.model.get("_target_", "?")).rsplit(".", 1)[-1]
+    width = f" base {cfg.model.base}" if cfg.model.get("base") is not None else ""
+    steps = cfg.trainer.get("max_steps")
+    length = f"{steps} steps" if steps not in (None, -1) else f"{cfg.trainer.get('max_epochs')} epochs"
+    data = cfg.data.get("root")
+    return (
+        f"{'resuming' if resumed else 'run folder'}: {path}\n"
+        f"  data {data}, batch {cfg.data.get('batch_size')}; model {model}{width}; {length}; "
+        f"precision {cfg.trainer.get('precision')}; lr {cfg.optimizer.get('lr')}; seed {cfg.get('seed')}"
+    )
 
 
 def _best_checkpoint(trainer: L.Trainer) -> str:

@@ -47,6 +47,14 @@ def test_run_folder_holds_config_logs_checkpoints_and_metrics(make_cfg, tmp_path
     assert "hp/test/F1" in tags["scalars"] and acc.PluginTagToContent("hparams")
 
 
+def test_the_run_folder_and_its_choices_are_printed_before_any_work(make_cfg, tmp_path: Path, capsys) -> None:
+    train(make_cfg("+trainer.fast_dev_run=true", "model.base=8"))
+    out = capsys.readouterr().out
+    head = out[: out.index("run folder:") + 400]
+    assert f"run folder: {tmp_path / 'run'}" in head and "model SiameseUNet base 8" in head and "seed 42" in head
+    assert out.index("run folder:") < out.index("test:")  # at the start, and again in the summary
+
+
 def test_fp16_request_falls_back_on_cpu(make_cfg, capsys) -> None:
     cfg = make_cfg("+trainer.fast_dev_run=true", "trainer.precision=16-mixed", "model.base=8")
     results = train(cfg)
