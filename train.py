@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cdseg.config import build, flatten, require_values
 from cdseg.errors import CdsegError
-from cdseg.module import ChangeDetectionModule
+from cdseg.module import ChangeDetectionModule, NonFiniteError
 from cdseg.overrides import exit_on_unknown_keys
 from cdseg.precision import fix_precision
 from cdseg.runs.checkpoint_io import SafeCheckpointIO
@@ -149,6 +149,8 @@ def main(cfg: DictConfig) -> float | None:
             results = train(cfg)
     except CdsegError as e:
         print(f"error: {e}", file=sys.stderr)
+        if cfg.get("ckpt_path") is None and not isinstance(e, NonFiniteError):  # refused at start: no folder left
+            RunFolder(cfg.paths.output_dir).remove_if_refused(cfg.paths.runs_dir)
         raise SystemExit(1) from None
     return results["val"].get(cfg.optimized_metric)
 

@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -196,3 +197,17 @@ def test_bad_configuration_exits_1_naming_the_key(tiny_data: Path, tmp_path: Pat
     proc = run_cli(*tiny_overrides(tiny_data, tmp_path / "run"), override, cwd=tmp_path)
     assert proc.returncode == 1
     assert re.search(message, proc.stderr) and "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()  # a refused run leaves no folder behind
+
+
+def test_a_run_refused_for_its_data_leaves_no_folder_but_keeps_other_runs(tiny_data: Path, tmp_path: Path) -> None:
+    data, runs = tmp_path / "data", tmp_path / "runs"
+    shutil.copytree(tiny_data, data)
+    (data / "train" / "B" / "train_0000.png").unlink()
+    (runs / "2026-01-01" / "10-00-00").mkdir(parents=True)  # an earlier run of the same day stays
+    overrides = [o for o in tiny_overrides(data, tmp_path) if not o.startswith("paths.")]
+    proc = run_cli(
+        *overrides, f"paths.runs_dir={runs}", "hydra.run.dir=" + str(runs / "2026-01-01" / "10-00-01"), cwd=tmp_path
+    )
+    assert proc.returncode == 1 and "missing from B" in proc.stderr
+    assert [p.relative_to(runs).as_posix() for p in sorted(runs.rglob("*"))] == ["2026-01-01", "2026-01-01/10-00-00"]

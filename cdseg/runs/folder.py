@@ -13,6 +13,7 @@ Plain torch only (no Lightning): predict.py reads run folders too.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,19 @@ class RunFolder:
             if step > best_step:
                 best, best_step = path, step
         return best
+
+    def remove_if_refused(self, runs_dir: str | Path) -> bool:
+        """Delete this folder when it holds no checkpoint and no metrics (a run refused at start
+        leaves only Hydra's files and config.yaml), then its parents up to ``runs_dir`` when they
+        are left empty; True when it was deleted. Never call it for a resumed run's folder."""
+        if not self.path.is_dir() or self.metrics.exists() or any(self.checkpoints.glob("*.ckpt")):
+            return False
+        shutil.rmtree(self.path)
+        root, parent = Path(runs_dir).resolve(), self.path.resolve().parent
+        while parent != root and root in parent.parents and not any(parent.iterdir()):
+            parent.rmdir()
+            parent = parent.parent
+        return True
 
     def best_checkpoint(self) -> Path | None:
         """metrics.json's best checkpoint, else last.ckpt (None when neither exists)."""
