@@ -23,7 +23,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from cdseg.config import build, flatten, require_values
+from cdseg.config import build, check_types, flatten, require_values
 from cdseg.errors import CdsegError
 from cdseg.module import ChangeDetectionModule, NonFiniteError
 from cdseg.overrides import exit_on_unknown_keys
@@ -41,6 +41,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         ``{"output_dir": path, "best_checkpoint": path, "val": {"val/F1": ...}, "test": {"test/F1": ...}}``
     """
     require_values(cfg)
+    check_types(cfg)  # a wrongly typed option is named now, not as a traceback after the sanity check
     _quiet_what_is_not_about_the_run()
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+import types
+import typing
 from typing import Any
 
 from hydra.errors import InstantiationException
@@ -80,3 +82,73 @@ def raise_problems(problems: list[str | None]) -> None:
     found = [p for p in problems if p]
     if found:
         raise ConfigError("; ".join(found))
+
+
+def check_types(cfg: DictConfig) -> None:
+    """:func:`type_problems` for every built object of a training config, raised at once, before any work."""
+    nodes = [(k, cfg.get(k)) for k in ("trainer", "model", "optimizer", "scheduler", "loss")]  # data checks its own
+    for group in ("callbacks", "logger"):
+        nodes += [(f"{group}.{name}", node) for name, node in (cfg.get(group) or {}).items()]
+    raise_problems([p for key, node in nodes for p in type_problems(node, key)])
+
+
+def type_problems(node: Any, key: str) -> list[str]:
+    """What is wrongly typed among the options of a ``_target_`` node, checked against the target's
+    annotations, each problem naming ``<key>.<option>``. Only what the annotations can decide is
+    checked (numbers, strings, booleans, None, literals and unions of them); anything else passes."""
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        return []
+    try:
+        target = get_object(str(node["_target_"]))
+        hints = typing.get_type_hints(target.__init__ if inspect.isclass(target) else target)
+    except Exception:  # no readable annotations: the constructor checks its own options
+        return []
+    problems = []
+    for name, hint in hints.items():
+        if name not in node or name == "return":
+            continue
+        try:
+            value = node[name]
+        except Exception:  # an interpolation that resolves only later (e.g. Hydra's run folder)
+            continue
+        if not _fits(value, hint):
+            problems.append(f"{key}.{name} must be {_describe(hint)}, got {value!r}")
+    return problems
+
+
+_SCALARS = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if origin is typing.Literal:
+        return value in args and not (isinstance(value, bool) and True not in args and False not in args)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint in (str, type(None)):
+        return isinstance(value, hint)
+    if hint in (typing.Any, object):
+        return True
+    scalar = isinstance(value, (bool, int, float, str))
+    if origin is not None:  # list[int], Iterable[Logger], ...: never a scalar
+        return not scalar
+    return isinstance(value, hint) or not scalar if inspect.isclass(hint) else True
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        literals = [v for a in args if typing.get_origin(a) is typing.Literal for v in typing.get_args(a)]
+        rest = [_describe(a) for a in args if typing.get_origin(a) is not typing.Literal]
+        if literals:
+            rest.insert(0, _describe(typing.Literal[tuple(literals)]))
+        return " or ".join(dict.fromkeys(rest))
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    return _SCALARS.get(hint, getattr(hint, "__name__", str(hint)))

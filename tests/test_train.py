@@ -191,6 +191,9 @@ def test_every_documented_data_option_can_be_overridden(data: str) -> None:
         ("trainer.max_epoch=5", "trainer.max_epoch"),
         ("data.batch_size=abc", "data.batch_size must be an integer >= 1, got 'abc'"),
         ("data.hflip=2", r"data.hflip must be a probability in \[0, 1\], got 2"),
+        ("trainer.max_epochs=ten", "trainer.max_epochs must be an integer or null, got 'ten'"),
+        ("model.base=abc", "model.base must be an integer, got 'abc'"),
+        ("trainer.precision=fp16", "trainer.precision must be one of .*'16-mixed'.*, got 'fp16'"),
     ],
 )
 def test_bad_configuration_exits_1_naming_the_key(tiny_data: Path, tmp_path: Path, override: str, message: str) -> None:
