@@ -18,6 +18,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
@@ -29,6 +30,7 @@ from cdseg.module import ChangeDetectionModule, NonFiniteError
 from cdseg.overrides import exit_on_unknown_keys
 from cdseg.precision import fix_precision
 from cdseg.runs.checkpoint_io import SafeCheckpointIO
+from cdseg.runs.console import tee_console
 from cdseg.runs.folder import RunFolder
 from cdseg.runs.interrupt import exit_on_stop_signal
 from cdseg.runs.resume import resume
@@ -145,14 +147,16 @@ def _print_summary(results: dict[str, Any]) -> None:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    try:
-        with exit_on_stop_signal():  # Ctrl-C or SIGTERM: exit 130 or 143 with the resume command
-            results = train(cfg)
-    except CdsegError as e:
-        print(f"error: {e}", file=sys.stderr)
-        if cfg.get("ckpt_path") is None and not isinstance(e, NonFiniteError):  # refused at start: no folder left
-            RunFolder(cfg.paths.output_dir).remove_if_refused(cfg.paths.runs_dir)
-        raise SystemExit(1) from None
+    # Everything the run says, on the console and in its folder's <job>.log (appended by each command).
+    with tee_console(Path(cfg.paths.output_dir) / f"{HydraConfig.get().job.name}.log"):
+        try:
+            with exit_on_stop_signal():  # Ctrl-C or SIGTERM: exit 130 or 143 with the resume command
+                results = train(cfg)
+        except CdsegError as e:
+            print(f"error: {e}", file=sys.stderr)
+            if cfg.get("ckpt_path") is None and not isinstance(e, NonFiniteError):  # refused at start: no folder
+                RunFolder(cfg.paths.output_dir).remove_if_refused(cfg.paths.runs_dir)
+            raise SystemExit(1) from None
     return results["val"].get(cfg.optimized_metric)
 
 

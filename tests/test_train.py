@@ -141,6 +141,9 @@ def test_multirun_makes_one_folder_per_job(tiny_data: Path, tmp_path: Path) -> N
     assert [j.name for j in jobs] == ["0", "1"]
     assert [OmegaConf.load(j / "config.yaml").model.base for j in jobs] == [2, 4]
     assert all((j / "metrics.json").exists() for j in jobs)
+    for job in jobs:  # each job's log file holds what its console showed
+        log = (job / "train.log").read_text()
+        assert f"run folder: {job}" in log and "GPU available" in log and " test: F1" in log
     said = proc.stdout + proc.stderr  # what is not about the run is not said
     assert "Tip:" not in said and "LeafSpec" not in said and "GPU available" in said
 
