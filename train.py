@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cdseg.config import build, check_types, flatten, require_values
 from cdseg.errors import CdsegError
+from cdseg.metrics import score_line
 from cdseg.module import ChangeDetectionModule, NonFiniteError
 from cdseg.overrides import exit_on_unknown_keys
 from cdseg.precision import fix_precision
@@ -141,7 +142,7 @@ def _print_summary(results: dict[str, Any]) -> None:
     lines = ["", f"run folder: {results['output_dir']}", f"best checkpoint: {results['best_checkpoint'] or '-'}"]
     for stage in ("val", "test"):
         if results[stage]:
-            lines.append(f"{stage:>5}: " + "  ".join(f"{k.split('/')[1]} {v:.4f}" for k, v in results[stage].items()))
+            lines.append(score_line(stage, results[stage]))
     print("\n".join(lines))
 
 

@@ -78,3 +78,8 @@ def scores_from_counts(TP: int, FP: int, FN: int, TN: int, undefined: float | No
         "OA": oa,
         "kappa": kappa,
     }
+
+
+def score_line(stage: str, scores: dict[str, float]) -> str:
+    """`` test: F1 0.8498  IoU 0.7389 ...`` from ``{"test/F1": ...}`` (or ``{"F1": ...}``) scores."""
+    return f"{stage:>5}: " + "  ".join(f"{k.split('/')[-1]} {v:.4f}" for k, v in scores.items())

@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cdseg.baseline import cva_otsu, evaluate
+from cdseg.baseline import cva_otsu, evaluate, main
 from cdseg.data import ChangeDetectionDataModule
 from cdseg.data.synthetic import META_FILE, SyntheticSpec, ensure_synthetic, make_pair
 
@@ -71,3 +71,18 @@ def test_spec_defaults_match_the_shipped_config() -> None:
 
     shipped = OmegaConf.load(ROOT / "conf" / "data" / "synthetic.yaml").synthetic
     assert set(shipped) <= set(SyntheticSpec.__dataclass_fields__)
+
+
+def test_the_baseline_command_prints_a_summary_and_writes_train_py_s_metrics_format(
+    tiny_data: Path, tmp_path: Path, capsys
+) -> None:
+    results = main([str(tiny_data), "--split", "test", "--out", str(tmp_path / "b")])
+    out = capsys.readouterr().out
+    assert "change-vector magnitude + Otsu" in out and f"{tiny_data}/test" in out and " test: F1 " in out
+    saved = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert saved == results and set(saved["test"]) == {
+        f"test/{k}" for k in ("F1", "IoU", "precision", "recall", "OA", "kappa")
+    }
+    assert saved["test"]["test/F1"] == pytest.approx(evaluate(str(tiny_data), "test")["F1"])
+    with pytest.raises(SystemExit, match="exists; pass --overwrite"):
+        main([str(tiny_data), "--out", str(tmp_path / "b")])
