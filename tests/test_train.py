@@ -217,3 +217,8 @@ def test_a_run_refused_for_its_data_leaves_no_folder_but_keeps_other_runs(tiny_d
     )
     assert proc.returncode == 1 and "missing from B" in proc.stderr
     assert [p.relative_to(runs).as_posix() for p in sorted(runs.rglob("*"))] == ["2026-01-01", "2026-01-01/10-00-00"]
+
+
+def test_help_offers_only_real_group_options(tmp_path: Path) -> None:
+    proc = run_cli("--help", cwd=tmp_path)
+    assert proc.returncode == 0 and "data: levir, synthetic\n" in proc.stdout and "_datamodule" not in proc.stdout

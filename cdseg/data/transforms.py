@@ -87,7 +87,7 @@ class PerDate(nn.Module):
 @dataclass(frozen=True)
 class Augment:
     """Training augmentation: the one definition of its options. The data config's keys of the same
-    names (conf/data/_datamodule.yaml) are passed here by the datamodule.
+    names (conf/datamodule.yaml) are passed here by the datamodule.
 
     Attributes:
         crop_size: random square training crop (LEVIR protocol: 256 from 1024 tiles), evaluation
