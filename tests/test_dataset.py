@@ -5,9 +5,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from cdseg.data import ChangeDetectionDataModule, ChangeDetectionDataset, DatasetError
+from cdseg.data.datamodule import auto_workers
+from tests.conftest import ROOT
 
 
 def write(path: Path, array: np.ndarray, mode: str | None = None) -> None:
@@ -189,3 +192,11 @@ def test_palette_label_is_read_by_index(split: Path) -> None:
     label.save(split / "label" / "a.png")
     mask = ChangeDetectionDataset(split)[0]["mask"]
     assert mask.sum() == 24 * 32 // 2
+
+
+def test_auto_loader_workers_follow_the_machine(tiny_data: Path) -> None:
+    assert [auto_workers(n) for n in (1, 2, 3, 4, 16, 64)] == [0, 0, 2, 3, 8, 8]
+    dm = ChangeDetectionDataModule(root=str(tiny_data), num_workers="auto")
+    assert dm.loader_args["num_workers"] == auto_workers()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        assert compose("train", overrides=["data=levir", "data.root=x"]).data.num_workers == "auto"

