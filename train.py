@@ -24,7 +24,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from cdseg.config import build, check_types, flatten, require_values
+from cdseg.config import build, check_types, comparable_settings, raise_problems, require_values
 from cdseg.errors import CdsegError
 from cdseg.metrics import score_line
 from cdseg.module import ChangeDetectionModule, NonFiniteError
@@ -32,7 +32,7 @@ from cdseg.overrides import exit_on_unknown_keys
 from cdseg.precision import fix_precision
 from cdseg.runs.checkpoint_io import SafeCheckpointIO
 from cdseg.runs.console import tee_console
-from cdseg.runs.folder import RunFolder
+from cdseg.runs.folder import RunFolder, name_problem
 from cdseg.runs.interrupt import exit_on_stop_signal
 from cdseg.runs.resume import resume
 
@@ -44,6 +44,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         ``{"output_dir": path, "best_checkpoint": path, "val": {"val/F1": ...}, "test": {"test/F1": ...}}``
     """
     require_values(cfg)
+    raise_problems([name_problem(cfg.get("name"), cfg.get("tags", []))])
     check_types(cfg)  # a wrongly typed option is named now, not as a traceback after the sanity check
     _quiet_what_is_not_about_the_run()
     if cfg.get("seed") is not None:
@@ -73,7 +74,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # Re-validating the best checkpoint gives all val/* metrics of that epoch, and proves it loads.
     best = _best_checkpoint(trainer)
     if best:
-        val = trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False)[0]
+        # Not logged: it is no new epoch, and the curves must not jump back to the best one. Its
+        # figures go to metrics.json and the hparams table (hp/val/*).
+        loggers, trainer.loggers = trainer.loggers, []
+        try:
+            val = trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False)[0]
+        finally:
+            trainer.loggers = loggers
     else:
         val = dict(trainer.callback_metrics)
     results: dict[str, Any] = {"output_dir": str(run.path), "best_checkpoint": best, "val": _scalars(val, "val/")}
@@ -130,8 +137,7 @@ def _scalars(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
 
 def _log_hparams(trainer: L.Trainer, cfg: DictConfig, results: dict[str, Any]) -> None:
     """The run's settings with its final metrics, for TensorBoard's hparams table."""
-    flat = flatten(OmegaConf.to_container(cfg, resolve=True), sep="/")
-    hparams = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flat.items()}
+    hparams = comparable_settings(cfg)
     metrics = {f"hp/{k}": v for k, v in {**results["val"], **results["test"]}.items()}
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):

@@ -152,3 +152,30 @@ def _describe(hint: Any) -> str:
     if origin is typing.Literal:
         return "one of " + ", ".join(repr(a) for a in args)
     return _SCALARS.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def comparable_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The settings a person compares runs by, flat (``model/base``, ``optimizer/lr``, ...), for
+    TensorBoard's hparams table; ``config.yaml`` keeps the rest. Values other than numbers,
+    strings and booleans are written as text."""
+    c = OmegaConf.to_container(cfg, resolve=True)
+
+    def name(node: Any) -> str:
+        return str(node.get("_target_", "-")).rsplit(".", 1)[-1] if isinstance(node, dict) else "none"
+
+    def options(group: str, keys: tuple[str, ...] | None = None) -> dict[str, Any]:
+        node = c.get(group) or {}
+        chosen = keys if keys is not None else tuple(k for k in node if not str(k).startswith("_"))
+        return {f"{group}/{k}": node.get(k) for k in chosen if k in node}
+
+    out: dict[str, Any] = {"model": name(c.get("model")), **options("model")}
+    out |= options(
+        "data", ("root", "batch_size", "crop_size", "resize", "hflip", "vflip", "rot90", "swap", "color_jitter")
+    )
+    out |= {"optimizer": name(c.get("optimizer")), **options("optimizer", ("lr", "weight_decay"))}
+    out |= {"scheduler": name(c.get("scheduler")), **options("scheduler", ("warmup_steps", "T_max", "eta_min"))}
+    out |= options("loss")
+    trainer_keys = ("max_epochs", "max_steps", "precision", "accumulate_grad_batches", "devices", "num_nodes")
+    out |= {**options("trainer", trainer_keys), "seed": c.get("seed"), "threshold": c.get("threshold")}
+    out |= {"name": c.get("name") or "", "tags": ",".join(c.get("tags") or [])}
+    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in out.items()}

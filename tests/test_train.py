@@ -44,8 +44,18 @@ def test_run_folder_holds_config_logs_checkpoints_and_metrics(make_cfg, tmp_path
     tags = acc.Tags()
     assert {"val/F1", "val/kappa", "train/loss_epoch", "test/F1"} <= set(tags["scalars"])
     assert "val/samples" in tags["images"]
-    assert len(acc.Images("val/samples")) == 3  # 2 epochs + the re-validation of the best checkpoint
-    assert "hp/test/F1" in tags["scalars"] and acc.PluginTagToContent("hparams")
+    # One point and one panel per epoch: the re-validation of the best checkpoint adds none.
+    assert len(acc.Images("val/samples")) == 2
+    steps = [e.step for e in acc.Scalars("val/F1")]
+    assert len(steps) == 2 and steps == sorted(steps)
+    assert "hp/test/F1" in tags["scalars"] and "hp/val/F1" in tags["scalars"]
+    # The hparams table holds the settings runs are compared by, not the whole config.
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    start = acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    columns = set(plugin_data_pb2.HParamsPluginData.FromString(start).session_start_info.hparams)
+    assert {"model", "model/base", "optimizer/lr", "data/batch_size", "trainer/max_epochs", "seed"} <= columns
+    assert len(columns) < 40 and not any("_target_" in c or "ckpt" in c or "dirpath" in c for c in columns)
 
 
 def test_the_run_folder_and_its_choices_are_printed_before_any_work(make_cfg, tmp_path: Path, capsys) -> None:
@@ -222,3 +232,17 @@ def test_a_run_refused_for_its_data_leaves_no_folder_but_keeps_other_runs(tiny_d
 def test_help_offers_only_real_group_options(tmp_path: Path) -> None:
     proc = run_cli("--help", cwd=tmp_path)
     assert proc.returncode == 0 and "data: levir, synthetic\n" in proc.stdout and "_datamodule" not in proc.stdout
+
+
+def test_a_named_run_keeps_its_time_and_its_tags(tiny_data: Path, tmp_path: Path) -> None:
+    overrides = [o for o in tiny_overrides(tiny_data, tmp_path) if not o.startswith("paths.")]
+    runs = tmp_path / "runs"
+    proc = run_cli(
+        *overrides, "+trainer.fast_dev_run=true", f"paths.runs_dir={runs}", "name=wide-lr", "tags=[a,b]", cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (run,) = runs.glob("*/*")
+    assert re.fullmatch(r"\d\d-\d\d-\d\d_wide-lr", run.name) and OmegaConf.load(run / "config.yaml").tags == ["a", "b"]
+    bad = run_cli(*overrides, f"paths.runs_dir={runs}", "name=../up", cwd=tmp_path)
+    assert bad.returncode == 1 and "name must start with a letter or digit" in bad.stderr
+    assert list(runs.glob("*/*")) == [run]  # the refused run left nothing

@@ -13,7 +13,9 @@ Plain torch only (no Lightning): predict.py reads run folders too.
 from __future__ import annotations
 
 import json
+import re
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,26 @@ from cdseg.runs.checkpoint import CheckpointNotFound, read_checkpoint
 LAST = "last"  # checkpoint names without ".ckpt", as ModelCheckpoint's filename takes them
 INTERRUPTED = "interrupted"
 SWEEPS = "multirun"  # sweep jobs live under <runs_dir>/multirun/; `last` leaves them out
+
+
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def run_suffix(name: str | None) -> str:
+    """Hydra resolver for the run folder's name: ``_<name>`` after the time, or nothing. A name
+    that is not a plain folder name is made one here; :func:`name_problem` refuses it first."""
+    if not name:
+        return ""
+    return "_" + re.sub(r"[^A-Za-z0-9._-]", "-", str(name))
+
+
+def name_problem(name: Any, tags: Any) -> str | None:
+    """What is wrong with the run's ``name`` and ``tags`` options (None when nothing)."""
+    if name is not None and not (isinstance(name, str) and RUN_NAME.fullmatch(name)):
+        return f"name must start with a letter or digit and use only letters, digits, '.', '_' and '-', got {name!r}"
+    if isinstance(tags, str) or not isinstance(tags, Sequence) or not all(isinstance(t, str) for t in tags):
+        return f"tags must be a list of strings, e.g. tags=[baseline,levir], got {tags!r}"
+    return None
 
 
 class RunFolder:

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from cdseg.config import flatten
 from cdseg.precision import cpu_only, runnable_precision
 from cdseg.runs.checkpoint import CheckpointError, read_checkpoint, run_config
-from cdseg.runs.folder import RunFolder, checkpoint_to_resume
+from cdseg.runs.folder import RunFolder, checkpoint_to_resume, run_suffix
 
 # What a resumed run may change: where it writes and logs, how long it trains, when it validates,
 # how (not what) data is loaded, and the accelerator. Everything else (model, loss, optimizer,
@@ -29,6 +29,8 @@ from cdseg.runs.folder import RunFolder, checkpoint_to_resume
 MAY_CHANGE = (
     "paths",
     "ckpt_path",
+    "name",
+    "tags",
     "resume_strict",
     "callbacks",
     "logger",
@@ -170,6 +172,7 @@ def resume_subdir(spec: str | None, stamp: str) -> str:
 
 
 OmegaConf.register_new_resolver("resume_folder", resume_folder, replace=True)
+OmegaConf.register_new_resolver("run_suffix", run_suffix, replace=True)  # from folder.py
 OmegaConf.register_new_resolver("resume_subdir", resume_subdir, replace=True)
 
 
