@@ -26,7 +26,10 @@ FORBIDDEN = {
     "cdseg/runs/*.py": (*SCIENCE, "cdseg.inference"),
     "cdseg/runs/folder.py": ("lightning",),
     "cdseg/runs/checkpoint.py": ("lightning",),
-    **{f"cdseg/data/{name}.py": ("lightning",) for name in ("dataset", "transforms", "sampler", "synthetic", "check")},
+    **{
+        f"cdseg/data/{name}.py": ("lightning",)
+        for name in ("dataset", "transforms", "sampler", "synthetic", "check", "duplicates")
+    },
     **{
         f"cdseg/{name}.py": ("cdseg.runs",)
         for name in ("losses", "metrics", "module", "callbacks", "baseline", "schedules")

@@ -37,3 +37,15 @@ def test_module_entry_point(tiny_data: Path) -> None:
         [sys.executable, "-m", "cdseg.data.check", str(tiny_data)], capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0 and "usable" in proc.stdout
+
+
+def test_the_doctor_reports_pairs_shared_across_and_within_splits(tiny_data: Path, tmp_path: Path, capsys) -> None:
+    root = tmp_path / "data"
+    shutil.copytree(tiny_data, root)
+    for part in ("A", "B", "label"):
+        shutil.copy(root / "train" / part / "train_0001.png", root / "val" / part / "leak.png")
+        shutil.copy(root / "test" / part / "test_0002.png", root / "test" / part / "twice.png")
+    assert main([str(root)]) == 1
+    out = capsys.readouterr().out
+    assert "NOT USABLE" in out and "in train and val (train: train_0001.png" in out
+    assert "warning: the same image pair is 2 times in test" in out

@@ -18,8 +18,8 @@ def write(path: Path, array: np.ndarray, mode: str | None = None) -> None:
     Image.fromarray(array, mode=mode).save(path) if mode else Image.fromarray(array).save(path)
 
 
-def make_split(root: Path, names=("a.png", "b.png"), size=(24, 32), label_values=(0, 255)) -> Path:
-    rng = np.random.default_rng(0)
+def make_split(root: Path, names=("a.png", "b.png"), size=(24, 32), label_values=(0, 255), seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
     for n in names:
         write(root / "A" / n, rng.integers(0, 255, (*size, 3), dtype=np.uint8))
         write(root / "B" / n, rng.integers(0, 255, (*size, 3), dtype=np.uint8))
@@ -168,8 +168,8 @@ def test_folder_names_and_extensions_are_configurable(tmp_path: Path) -> None:
 def test_mixed_sizes_that_cannot_share_a_batch_fail_at_setup(tmp_path: Path) -> None:
     make_split(tmp_path / "train", names=("a.png",), size=(24, 32))
     make_split(tmp_path / "train", names=("b.png",), size=(40, 40))
-    make_split(tmp_path / "val", names=("a.png",), size=(24, 32))
-    make_split(tmp_path / "val", names=("b.png",), size=(40, 40))
+    make_split(tmp_path / "val", names=("a.png",), size=(24, 32), seed=1)  # not copies of train's pairs
+    make_split(tmp_path / "val", names=("b.png",), size=(40, 40), seed=1)
     with pytest.raises(DatasetError, match=r"train: images of different sizes.*32x24 \(a.png\), 40x40 \(b.png\)"):
         ChangeDetectionDataModule(str(tmp_path), batch_size=2).setup("fit")
     # A crop no larger than the smallest side makes training batchable; evaluation still is not.
@@ -200,3 +200,30 @@ def test_auto_loader_workers_follow_the_machine(tiny_data: Path) -> None:
     assert dm.loader_args["num_workers"] == auto_workers()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         assert compose("train", overrides=["data=levir", "data.root=x"]).data.num_workers == "auto"
+
+
+def _copy_pair(root: Path, src: tuple[str, str], dst: tuple[str, str], exchange: bool = False) -> None:
+    """Copy split/name src to split/name dst (A and B exchanged if asked), label included."""
+    (s_split, s_name), (d_split, d_name) = src, dst
+    parts = {"A": "B", "B": "A", "label": "label"} if exchange else {"A": "A", "B": "B", "label": "label"}
+    for part, from_part in parts.items():
+        shutil.copy(root / s_split / from_part / s_name, root / d_split / part / d_name)
+
+
+def test_a_pair_shared_by_train_and_test_is_refused_naming_the_files(tiny_data: Path, tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    shutil.copytree(tiny_data, root)
+    _copy_pair(root, ("train", "train_0003.png"), ("test", "copied.png"), exchange=True)  # dates exchanged: same pair
+    dm = ChangeDetectionDataModule(root=str(root))
+    with pytest.raises(DatasetError, match=r"in train and test \(train: train_0003.png .*test: copied.png"):
+        dm.setup("fit")
+
+
+def test_a_pair_repeated_within_a_split_is_a_warning(tiny_data: Path, tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    shutil.copytree(tiny_data, root)
+    _copy_pair(root, ("train", "train_0003.png"), ("train", "again.png"))
+    dm = ChangeDetectionDataModule(root=str(root))
+    with pytest.warns(UserWarning, match=r"2 times in train \(train: again.png"):
+        dm.setup("fit")
+    assert len(dm.datasets["train"]) == len(list((tiny_data / "train" / "A").iterdir())) + 1

@@ -3,7 +3,9 @@
     python -m cdseg.data.check ROOT [--splits train val test] [--dirs A B label] [--extensions .png .tif]
 
 Per split: pair count, image sizes, unmatched names, unreadable or inconsistent files, label value
-sets, the share of changed pixels and of tiles without change; then a suggested ``loss.pos_weight``.
+sets, the share of changed pixels and of tiles without change; then identical pairs across splits (a
+problem when train shares one with val or test) and within one (a warning), and a suggested
+``loss.pos_weight``.
 Exit status 0 when the data is usable for training (train and val present, no problem anywhere),
 1 otherwise, with every problem listed.
 """
@@ -17,7 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cdseg.data.dataset import DEFAULT_EXTENSIONS, PairInfo, inspect_pairs, scan_split
+from cdseg.data.dataset import DEFAULT_EXTENSIONS, Pair, PairInfo, inspect_pairs, scan_split
+from cdseg.data.duplicates import duplicate_pairs
 
 REQUIRED = ("train", "val")  # what training needs; test is optional
 
@@ -32,6 +35,7 @@ class SplitReport:
     pixels: int = 0
     empty_tiles: int = 0
     problems: list[str] = field(default_factory=list)
+    found: list[Pair] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         out = [f"{self.name}: {self.pairs} pair(s)"]
@@ -53,7 +57,7 @@ def check_split(root: Path, split: str, dirs: dict[str, str], extensions: Sequen
     report = SplitReport(split)
     pairs, report.problems = scan_split(root / split, dirs, extensions, require_label=True)
     infos: list[PairInfo] = inspect_pairs(pairs) if pairs else []
-    report.pairs = len(pairs)
+    report.pairs, report.found = len(pairs), list(pairs)
     for info in infos:
         if info.problem:
             report.problems.append(info.problem)
@@ -88,6 +92,9 @@ def check_dataset(
         reports[split] = check_split(root, split, dirs, extensions)
         lines += reports[split].lines()
         problems += [f"{split}: {p}" for p in reports[split].problems]
+    errors, warnings = duplicate_pairs({split: r.found for split, r in reports.items()})
+    problems += errors
+    lines += [f"warning: {w}" for w in warnings]
     train = reports.get("train")
     if train and train.changed:
         ratio = (train.pixels - train.changed) / train.changed

@@ -11,10 +11,12 @@ from typing import Any
 
 import lightning as L
 from lightning.fabric.utilities.seed import pl_worker_init_function
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
 from cdseg.config import int_problem, raise_problems
 from cdseg.data.dataset import DEFAULT_EXTENSIONS, ChangeDetectionDataset, DatasetError
+from cdseg.data.duplicates import duplicate_pairs
 from cdseg.data.sampler import SeededSampler
 from cdseg.data.synthetic import ensure_synthetic
 from cdseg.data.transforms import (
@@ -153,6 +155,16 @@ class ChangeDetectionDataModule(L.LightningDataModule):
         for split in needed:
             if split in ("train", "val") or self.has_split(split):
                 self._dataset(split)
+        if stage == "fit":
+            self._check_duplicates()
+
+    def _check_duplicates(self) -> None:
+        """Refuse a pair shared by train and val or test; warn of one repeated within a split."""
+        errors, warnings = duplicate_pairs({s: d.pairs for s, d in self.datasets.items()})
+        for warning in warnings:
+            rank_zero_warn(f"{self.root}: {warning}")
+        if errors:
+            raise DatasetError(f"{self.root}: " + "; ".join(errors))
 
     def _sampler(self, dataset: ChangeDetectionDataset, train: bool) -> SeededSampler:
         # The datamodule distributes samples itself (trainer use_distributed_sampler: false), so
