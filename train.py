@@ -34,7 +34,7 @@ from cdseg.runs.checkpoint_io import SafeCheckpointIO
 from cdseg.runs.console import tee_console
 from cdseg.runs.folder import RunFolder, name_problem
 from cdseg.runs.interrupt import exit_on_stop_signal
-from cdseg.runs.resume import resume
+from cdseg.runs.resume import exit_if_finished, resume
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -169,4 +169,5 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     exit_on_unknown_keys(Path(__file__).parent / "conf", "train")  # before Hydra: names the nearest keys
+    exit_if_finished(Path(__file__).parent / "conf", "train", sys.argv[1:])  # and writes nothing
     main()

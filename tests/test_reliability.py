@@ -361,3 +361,17 @@ def test_loader_workers_outlive_a_stop_signal(tiny_data: Path, signum: int) -> N
         os.kill(worker.pid, signum)
     rest = list(it)
     assert len(first) + len(rest) == 4
+
+
+def test_resuming_a_finished_run_says_so_and_writes_nothing(tiny_data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    cmd = [sys.executable, str(ROOT / "train.py"), *tiny_overrides(tiny_data, run), "trainer.max_epochs=1"]
+    # In a process of its own, so that no TensorBoard writer of it is still flushing afterwards.
+    assert subprocess.run(cmd, cwd=tmp_path, capture_output=True, timeout=300).returncode == 0
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
+    overrides = [o for o in tiny_overrides(tiny_data, run) if not o.startswith("paths.")]
+    cmd = [sys.executable, str(ROOT / "train.py"), *overrides, f"ckpt_path={run}", "trainer.max_epochs=1"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "this run is finished (1 of 1 epochs" in proc.stderr
+    assert f"ckpt_path={run} trainer.max_epochs=2" in proc.stderr
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before  # not a file added or touched

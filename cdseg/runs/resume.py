@@ -98,6 +98,53 @@ def resume(cfg: DictConfig) -> Path | None:
     return ckpt_path
 
 
+def finished(cfg: DictConfig) -> str | None:
+    """A message when ``ckpt_path=`` names a run that already trained as far as this config asks
+    (it wrote metrics.json and its checkpoint reached ``trainer.max_epochs``/``max_steps``), else None."""
+    if not cfg.get("ckpt_path"):
+        return None
+    try:
+        ckpt_path = checkpoint_to_resume(str(cfg.ckpt_path), cfg.paths.runs_dir)
+        run = RunFolder.of_checkpoint(ckpt_path)
+        if run is None or not run.metrics.is_file():
+            return None
+        ckpt = read_checkpoint(ckpt_path, peek=True)
+    except (OSError, CheckpointError):  # resume() reports these with their own messages
+        return None
+    # Epochs whose training finished (a checkpoint written mid-epoch does not count its epoch).
+    progress = ckpt.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
+    epochs, steps = int(progress.get("processed", ckpt.get("epoch", -1) + 1)), int(ckpt.get("global_step", 0))
+    max_epochs, max_steps = cfg.trainer.get("max_epochs"), cfg.trainer.get("max_steps", -1) or -1
+    by_steps = max_steps > 0 and steps >= max_steps  # Lightning stops at whichever limit comes first
+    by_epochs = max_epochs not in (None, -1) and epochs >= max_epochs
+    if not (by_steps or by_epochs):
+        return None
+    done = f"{steps} of {max_steps} steps" if by_steps else f"{epochs} of {max_epochs} epochs"
+    longer = f"trainer.max_steps={2 * max_steps}" if by_steps else f"trainer.max_epochs={2 * max_epochs}"
+    script = Path(sys.argv[0]).name or "train.py"
+    return (
+        f"{run.path}: this run is finished ({done}; its results are in {run.metrics}); nothing was trained "
+        f"or written. To train it longer, raise the limit, e.g. python {script} ckpt_path={run.path} {longer}"
+    )
+
+
+def exit_if_finished(config_dir: str | Path, config_name: str, args: list[str]) -> None:
+    """Before Hydra creates anything: when the command resumes a finished run, say so and exit 0."""
+    if any(a in ("-m", "--multirun") for a in args) or not any(a.startswith("ckpt_path=") for a in args):
+        return
+    from hydra import compose, initialize_config_dir
+
+    try:
+        with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
+            cfg = compose(config_name, overrides=[a for a in args if not a.startswith("-")])
+        message = finished(cfg)
+    except Exception:  # anything Hydra or resume() reports better, later
+        return
+    if message:
+        print(message, file=sys.stderr)
+        raise SystemExit(0)
+
+
 def config_changes(recorded: dict[str, Any], config: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     """``(key, run's value, this config's value)`` for each setting outside MAY_CHANGE that differs;
     a key one side lacks has the value ``ABSENT`` there."""
