@@ -136,7 +136,7 @@ def summary(runs: list[dict[str, float]]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml")))
-    parser.add_argument("--datasets", nargs="+", default=["synthetic", "levir"], choices=["synthetic", "levir"])
+    parser.add_argument("--datasets", nargs="*", default=["synthetic", "levir"], choices=["synthetic", "levir"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--epochs-synthetic", type=int, default=12)
     parser.add_argument("--epochs-levir", type=int, default=30)
