@@ -28,9 +28,14 @@ def test_crop_without_change_is_accepted() -> None:
 
 
 def test_1024_tiles_train_on_256_crops_and_evaluate_whole(tmp_path: Path) -> None:
-    # Reuse the five tiles as train and val splits through links, without copying them.
-    for split in ("train", "val"):
-        (tmp_path / split).symlink_to(LEVIR / "tiles-1024" / "test")
+    # Three tiles train and two validate, linked rather than copied (a pair in both would be refused).
+    for split, tiles in (("train", ("test_1", "test_2", "test_3")), ("val", ("test_4", "test_5"))):
+        for part in ("A", "B", "label"):
+            (tmp_path / split / part).mkdir(parents=True)
+            for tile in tiles:
+                (tmp_path / split / part / f"{tile}.png").symlink_to(
+                    LEVIR / "tiles-1024" / "test" / part / f"{tile}.png"
+                )
     dm = ChangeDetectionDataModule(str(tmp_path), batch_size=2, crop_size=256, rot90=True)
     dm.setup("fit")
     train = next(iter(dm.train_dataloader()))
