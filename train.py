@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return results
 
 
+_STARTED = time.time() - 1.0  # before Hydra makes the run folder; 1 s for coarse file-system clocks
+
+
 class _NoTips(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith("💡 Tip:")
@@ -162,7 +166,7 @@ def main(cfg: DictConfig) -> float | None:
         except CdsegError as e:
             print(f"error: {e}", file=sys.stderr)
             if cfg.get("ckpt_path") is None and not isinstance(e, NonFiniteError):  # refused at start: no folder
-                RunFolder(cfg.paths.output_dir).remove_if_refused(cfg.paths.runs_dir)
+                RunFolder(cfg.paths.output_dir).remove_if_refused(cfg.paths.runs_dir, since=_STARTED)
             raise SystemExit(1) from None
     return results["val"].get(cfg.optimized_metric)
 

@@ -1,6 +1,7 @@
 """train.py through the real composed config, shrunk to seconds."""
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -246,3 +247,14 @@ def test_a_named_run_keeps_its_time_and_its_tags(tiny_data: Path, tmp_path: Path
     bad = run_cli(*overrides, f"paths.runs_dir={runs}", "name=../up", cwd=tmp_path)
     assert bad.returncode == 1 and "name must start with a letter or digit" in bad.stderr
     assert list(runs.glob("*/*")) == [run]  # the refused run left nothing
+
+
+def test_a_refused_run_never_removes_a_folder_that_held_something_before(tiny_data: Path, tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("kept")
+    os.utime(mine / "notes.txt", (1_700_000_000, 1_700_000_000))  # written long before this run
+    overrides = [o for o in tiny_overrides(tiny_data, mine) if not o.startswith("paths.")]
+    proc = run_cli(*overrides, f"paths.output_dir={mine}", "data.hflip=2", cwd=tmp_path)
+    assert proc.returncode == 1 and "data.hflip must be a probability" in proc.stderr
+    assert (mine / "notes.txt").read_text() == "kept"

@@ -9,6 +9,7 @@ pair too); labels are not compared.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,11 +34,18 @@ def duplicate_pairs(splits: Mapping[str, Sequence[Pair]], workers: int = 4) -> t
     """``(errors, warnings)``: one line per group of identical pairs, naming every file.
 
     Errors: a pair in train and in another split. Warnings: a pair twice in one split, or in val
-    and test. Hashing reads each image once, in ``workers`` threads (hashlib releases the GIL).
+    and test. Only files of equal size are read and hashed, in ``workers`` threads (hashlib releases
+    the GIL).
     """
     paths = sorted({p for pairs in splits.values() for pair in pairs for p in (pair.a, pair.b)})
+    # Only a file whose size another file shares can have a copy: the rest are told apart by their
+    # path, and start-up reads none of their bytes.
+    sizes = {p: p.stat().st_size for p in paths}
+    shared = Counter(sizes.values())
+    candidates = [p for p in paths if shared[sizes[p]] > 1]
+    digests: dict[Path, bytes] = {p: b"unique:" + str(p).encode() for p in paths}
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        digests = dict(zip(paths, pool.map(_digest, paths), strict=True))
+        digests.update(zip(candidates, pool.map(_digest, candidates), strict=True))
     groups: dict[tuple[bytes, bytes], list[tuple[str, Pair]]] = {}
     for split, pairs in splits.items():
         for pair in pairs:

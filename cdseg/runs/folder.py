@@ -79,11 +79,15 @@ class RunFolder:
                 best, best_step = path, step
         return best
 
-    def remove_if_refused(self, runs_dir: str | Path) -> bool:
-        """Delete this folder when it holds no checkpoint and no metrics (a run refused at start
-        leaves only Hydra's files and config.yaml), then its parents up to ``runs_dir`` when they
-        are left empty; True when it was deleted. Never call it for a resumed run's folder."""
+    def remove_if_refused(self, runs_dir: str | Path, since: float) -> bool:
+        """Delete this folder when this process made all of it (the folder and everything in it
+        modified at or after ``since``, a time taken before Hydra created it) and it holds no
+        checkpoint and no metrics: what a run refused at start leaves. Then its parents up to
+        ``runs_dir`` when they are left empty. True when it was deleted. A folder that held anything
+        before (a resumed run's, or one named with ``paths.output_dir``) is never touched."""
         if not self.path.is_dir() or self.metrics.exists() or any(self.checkpoints.glob("*.ckpt")):
+            return False
+        if any(p.stat().st_mtime < since for p in (self.path, *self.path.rglob("*"))):
             return False
         shutil.rmtree(self.path)
         root, parent = Path(runs_dir).resolve(), self.path.resolve().parent

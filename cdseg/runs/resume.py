@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from hydra import compose, initialize_config_dir
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -132,8 +133,6 @@ def exit_if_finished(config_dir: str | Path, config_name: str, args: list[str]) 
     """Before Hydra creates anything: when the command resumes a finished run, say so and exit 0."""
     if any(a in ("-m", "--multirun") for a in args) or not any(a.startswith("ckpt_path=") for a in args):
         return
-    from hydra import compose, initialize_config_dir
-
     try:
         with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
             cfg = compose(config_name, overrides=[a for a in args if not a.startswith("-")])
