@@ -35,7 +35,7 @@ from cdseg.runs.checkpoint_io import SafeCheckpointIO
 from cdseg.runs.console import tee_console
 from cdseg.runs.folder import RunFolder, name_problem
 from cdseg.runs.interrupt import exit_on_stop_signal
-from cdseg.runs.resume import exit_if_finished, resume
+from cdseg.runs.resume import ExtendSchedule, RecordOverrides, exit_if_finished, resume, resume_args
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -66,6 +66,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         run_config=OmegaConf.to_container(cfg, resolve=True),
     )
     callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values()]
+    if HydraConfig.initialized():  # a command line, recorded so that resuming starts from it
+        callbacks.append(RecordOverrides(HydraConfig.get().overrides.task))
+    if cfg.get("extend_schedule"):
+        callbacks.append(ExtendSchedule())
     loggers = [build(c) for c in (cfg.get("logger") or {}).values()]
     # Checkpoints are written atomically and loaded without running code from them.
     trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[SafeCheckpointIO()])
@@ -172,6 +176,8 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    exit_on_unknown_keys(Path(__file__).parent / "conf", "train")  # before Hydra: names the nearest keys
-    exit_if_finished(Path(__file__).parent / "conf", "train", sys.argv[1:])  # and writes nothing
+    conf = Path(__file__).parent / "conf"
+    exit_on_unknown_keys(conf, "train")  # before Hydra: names the nearest keys
+    sys.argv[1:] = resume_args(conf, "train", sys.argv[1:])  # a resumed run's own overrides, then this command's
+    exit_if_finished(conf, "train", sys.argv[1:])  # and writes nothing
     main()

@@ -13,10 +13,11 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from cdseg.errors import ConfigError
 from cdseg.runs.checkpoint import CheckpointError
 from cdseg.runs.folder import checkpoint_to_resume
 from cdseg.runs.interrupt import TrainingInterrupted
-from cdseg.runs.resume import RunCheckpoint
+from cdseg.runs.resume import RunCheckpoint, merge_overrides
 from tests.conftest import ROOT, compose_train, tiny_overrides
 from train import train
 
@@ -363,15 +364,90 @@ def test_loader_workers_outlive_a_stop_signal(tiny_data: Path, signum: int) -> N
     assert len(first) + len(rest) == 4
 
 
-def test_resuming_a_finished_run_says_so_and_writes_nothing(tiny_data: Path, tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    cmd = [sys.executable, str(ROOT / "train.py"), *tiny_overrides(tiny_data, run), "trainer.max_epochs=1"]
-    # In a process of its own, so that no TensorBoard writer of it is still flushing afterwards.
-    assert subprocess.run(cmd, cwd=tmp_path, capture_output=True, timeout=300).returncode == 0
-    before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
-    overrides = [o for o in tiny_overrides(tiny_data, run) if not o.startswith("paths.")]
-    cmd = [sys.executable, str(ROOT / "train.py"), *overrides, f"ckpt_path={run}", "trainer.max_epochs=1"]
-    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+def test_a_resuming_command_names_only_what_it_changes(tiny_data: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        # In a process of its own, so that no TensorBoard writer of it is still flushing afterwards.
+        cmd = [sys.executable, str(ROOT / "train.py"), *args]
+        return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+
+    assert cli(*tiny_overrides(tiny_data, run_dir), "trainer.max_epochs=1").returncode == 0
+    # The run's data, width and length come from the run: resuming it as it is finds it finished.
+    before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")}
+    proc = cli(f"ckpt_path={run_dir}")
     assert proc.returncode == 0 and "this run is finished (1 of 1 epochs" in proc.stderr
-    assert f"ckpt_path={run} trainer.max_epochs=2" in proc.stderr
-    assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before  # not a file added or touched
+    assert f"ckpt_path={run_dir} trainer.max_epochs=2 extend_schedule=true" in proc.stderr
+    assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")} == before  # not a file added or touched
+
+    # Longer, without saying what becomes of the cosine schedule: refused, naming the option.
+    proc = cli(f"ckpt_path={run_dir}", "trainer.max_epochs=2")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "scheduler.T_max (run: 1, now: 2)" in proc.stderr and "add extend_schedule=true" in proc.stderr
+
+    proc = cli(f"ckpt_path={run_dir}", "trainer.max_epochs=2", "extend_schedule=true")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "the run's own overrides: " in proc.stderr
+    ckpt = load(run_dir / "checkpoints" / "last.ckpt")
+    config = ckpt["hyper_parameters"]["run_config"]
+    assert (ckpt["epoch"], ckpt["lr_schedulers"][0]["T_max"]) == (1, 2)
+    assert (config["model"]["base"], config["data"]["root"]) == (4, str(tiny_data))
+    assert "trainer.max_epochs=2" in ckpt["cdseg_overrides"] and "trainer.max_epochs=1" not in ckpt["cdseg_overrides"]
+    assert not any(o.startswith(("ckpt_path", "extend_schedule")) for o in ckpt["cdseg_overrides"])
+    assert "this run is finished (2 of 2 epochs" in cli(f"ckpt_path={run_dir}").stderr
+
+
+class RecordLR(L.Callback):
+    """Appends the learning rate each training batch starts with to ``file``, one line per step."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args) -> None:
+        with open(self.file, "a") as f:
+            f.write(f"{trainer.global_step} {trainer.optimizers[0].param_groups[0]['lr']!r}\n")
+
+
+@pytest.mark.parametrize(
+    ("schedule", "short", "long"),
+    [
+        ((), "trainer.max_epochs=2", "trainer.max_epochs=4"),  # cosine over epochs, T_max follows max_epochs
+        (  # warmup + cosine over optimizer steps, total_steps follows max_steps
+            ("scheduler=warmup_cosine", "scheduler.warmup_steps=2", "trainer.max_epochs=-1"),
+            "+trainer.max_steps=5",
+            "+trainer.max_steps=10",
+        ),
+    ],
+)
+def test_extend_schedule_continues_on_the_schedule_of_the_longer_run(
+    tiny_data: Path, tmp_path: Path, schedule: tuple[str, ...], short: str, long: str
+) -> None:
+    def lrs(file: Path) -> dict[int, float]:
+        return {int(s): float(v) for s, v in (line.split() for line in file.read_text().splitlines())}
+
+    record = [f"+callbacks.lr._target_={__name__}.RecordLR"]
+    straight = run(tiny_data, tmp_path / "straight", *schedule, long, *record, f"+callbacks.lr.file={tmp_path}/a")
+    run(tiny_data, tmp_path / "run", *schedule, short)
+    resume = (*schedule, long, f"ckpt_path={tmp_path / 'run'}")
+    with pytest.raises(CheckpointError, match=r"schedule ends at its planned length, .*add extend_schedule=true"):
+        run(tiny_data, tmp_path / "elsewhere", *resume)
+    extended = run(
+        tiny_data, tmp_path / "elsewhere", *resume, "extend_schedule=true", *record, f"+callbacks.lr.file={tmp_path}/b"
+    )
+
+    after, whole = lrs(tmp_path / "b"), lrs(tmp_path / "a")
+    assert min(after) > 0 and len(after) >= 5
+    assert after == {step: whole[step] for step in after}  # exactly, step by step
+    assert extended["lr_schedulers"] == straight["lr_schedulers"]
+    assert extended["optimizer_states"][0]["param_groups"] == straight["optimizer_states"][0]["param_groups"]
+
+
+def test_extend_schedule_needs_a_run_to_resume(make_cfg) -> None:
+    with pytest.raises(ConfigError, match="extend_schedule=true extends the schedule of a resumed run"):
+        train(make_cfg("extend_schedule=true"))
+
+
+def test_a_resuming_command_starts_from_the_runs_overrides() -> None:
+    recorded = ["model=tiny", "model.base=4", "trainer.max_epochs=1", "+trainer.max_steps=9", "resume_strict=false"]
+    given = ["ckpt_path=outputs/x", "++trainer.max_epochs=24", "~trainer.max_steps"]
+    assert merge_overrides(recorded, given) == ["model=tiny", "model.base=4", *given]

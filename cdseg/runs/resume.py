@@ -1,24 +1,30 @@
-"""Resuming a run: the checkpoint ``ckpt_path=`` names, the run folder it continues in, the settings
-that must not change on the way, and a ModelCheckpoint that keeps the run's best across a move.
+"""Resuming a run: the checkpoint ``ckpt_path=`` names, the run folder it continues in, the run's own
+command-line overrides it starts from, the settings that must not change on the way, a schedule
+extended on request, and a ModelCheckpoint that keeps the run's best across a move.
 
-:func:`resume` is train.py's one call; the resolvers below let ``hydra.run.dir`` point a resumed
-run at its own folder (conf/train.yaml).
+:func:`resume_args` rewrites train.py's command line before Hydra composes it, :func:`resume` is
+train.py's one call after; the resolvers below let ``hydra.run.dir`` point a resumed run at its own
+folder (conf/train.yaml).
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cdseg.config import flatten
+from cdseg.errors import ConfigError
 from cdseg.precision import cpu_only, runnable_precision
 from cdseg.runs.checkpoint import CheckpointError, read_checkpoint, run_config
 from cdseg.runs.folder import RunFolder, checkpoint_to_resume, run_suffix
@@ -33,6 +39,7 @@ MAY_CHANGE = (
     "name",
     "tags",
     "resume_strict",
+    "extend_schedule",
     "callbacks",
     "logger",
     "test",
@@ -64,6 +71,64 @@ MAY_CHANGE = (
     "data.eval_batch_size",
 )
 ABSENT = "<absent>"  # a key one side of the comparison lacks
+# Schedule options that follow the run's length (conf/scheduler): extend_schedule=true lets them change.
+SCHEDULE_LENGTH = ("scheduler.T_max", "scheduler.total_steps")
+# What one resuming command asks for, not a setting of the run: never replayed from the run's overrides.
+ONE_TIME = ("ckpt_path", "resume_strict", "extend_schedule")
+OVERRIDES = "cdseg_overrides"  # the checkpoint key holding the command-line overrides of the run
+
+
+def resume_args(config_dir: str | Path, config_name: str, args: Sequence[str]) -> list[str]:
+    """The command line ``args`` (after the script name), with the resumed run's own overrides first.
+
+    A resuming command names only what it changes: the overrides the run was started with (as its
+    checkpoint records them, or its folder's ``.hydra/overrides.yaml`` for an older checkpoint) come
+    first, and an override of this command replaces the run's for the same key. Anything that cannot
+    be read here leaves ``args`` as they are, for :func:`resume` to report.
+    """
+    args = list(args)
+    given = [a for a in args if "=" in a and not a.startswith("-")]
+    if any(a in ("-m", "--multirun") for a in args) or not any(a.startswith("ckpt_path=") for a in given):
+        return args
+    try:
+        with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
+            cfg = compose(config_name, overrides=given)
+        checkpoint = checkpoint_to_resume(str(cfg.ckpt_path), cfg.paths.runs_dir)
+        recorded = run_overrides(checkpoint)
+        kept = merge_overrides(recorded, given)[: -len(given)]
+    except Exception:  # a bad ckpt_path or override: resume() and Hydra report it with their own messages
+        return args
+    return kept + args
+
+
+def run_overrides(checkpoint: Path) -> list[str]:
+    """The command-line overrides that made the run ``checkpoint`` belongs to ([] when unknown)."""
+    recorded = read_checkpoint(checkpoint, peek=True).get(OVERRIDES)
+    if recorded is None:  # written before checkpoints carried them: the run folder's Hydra record
+        run = RunFolder.of_checkpoint(checkpoint)
+        file = run.path / ".hydra" / "overrides.yaml" if run else None
+        recorded = OmegaConf.to_container(OmegaConf.load(file)) if file and file.is_file() else []
+    return [str(o) for o in recorded]
+
+
+def merge_overrides(recorded: Sequence[str], given: Sequence[str]) -> list[str]:
+    """``recorded`` less the one-time options and the keys ``given`` sets again, then ``given``.
+
+    Raises:
+        hydra.errors.OverrideParseException: an override Hydra cannot parse.
+    """
+    parser = OverridesParser.create()
+
+    def key(override: Any) -> tuple[str, str | None]:
+        return override.key_or_group, override.package
+
+    changed = {key(o) for o in parser.parse_overrides(list(given))}
+    kept = [
+        line
+        for line, o in zip(recorded, parser.parse_overrides(list(recorded)), strict=True)
+        if key(o) not in changed and o.key_or_group not in ONE_TIME
+    ]
+    return kept + list(given)
 
 
 def resume(cfg: DictConfig) -> Path | None:
@@ -78,19 +143,25 @@ def resume(cfg: DictConfig) -> Path | None:
             (``resume_strict=false`` warns instead).
     """
     if not cfg.get("ckpt_path"):
+        if cfg.get("extend_schedule"):
+            raise ConfigError("extend_schedule=true extends the schedule of a resumed run: name it with ckpt_path=")
         return None
     ckpt_path = checkpoint_to_resume(str(cfg.ckpt_path), cfg.paths.runs_dir)
     run = RunFolder.of_checkpoint(ckpt_path)
     if run is not None:
         with open_dict(cfg):
             cfg.paths.output_dir = str(run.path)
+    checkpoint = read_checkpoint(ckpt_path, peek=True)
     print(f"resuming from {ckpt_path}", file=sys.stderr)
-    recorded = run_config(read_checkpoint(ckpt_path, peek=True))
+    if checkpoint.get(OVERRIDES):
+        print(f"  the run's own overrides: {' '.join(checkpoint[OVERRIDES])}", file=sys.stderr)
+    recorded = run_config(checkpoint)
     if recorded:  # a GPU run's mixed precision falls back on this CPU as this command's did
         trainer = recorded["trainer"]
         trainer["precision"] = runnable_precision(trainer.get("precision", "32-true"), cpu_only(cfg))
     config = OmegaConf.to_container(cfg, resolve=True)
-    for change in check_resumable(ckpt_path, recorded, config, cfg.get("resume_strict", True)):
+    extend = bool(cfg.get("extend_schedule"))
+    for change in check_resumable(ckpt_path, recorded, config, cfg.get("resume_strict", True), extend):
         print(f"warning: resuming with a changed setting (resume_strict=false): {change}", file=sys.stderr)
     # The datamodule positions its sampler inside the epoch itself (data.datamodule.resume_point),
     # and the checkpoint folder is meant to be the run's own.
@@ -122,11 +193,18 @@ def finished(cfg: DictConfig) -> str | None:
         return None
     done = f"{steps} of {max_steps} steps" if by_steps else f"{epochs} of {max_epochs} epochs"
     longer = f"trainer.max_steps={2 * max_steps}" if by_steps else f"trainer.max_epochs={2 * max_epochs}"
+    if _schedule_follows_length(cfg):
+        longer += " extend_schedule=true"
     script = Path(sys.argv[0]).name or "train.py"
     return (
         f"{run.path}: this run is finished ({done}; its results are in {run.metrics}); nothing was trained "
         f"or written. To train it longer, raise the limit, e.g. python {script} ckpt_path={run.path} {longer}"
     )
+
+
+def _schedule_follows_length(cfg: DictConfig) -> bool:
+    scheduler = cfg.get("scheduler") or {}
+    return any(key.split(".", 1)[1] in scheduler for key in SCHEDULE_LENGTH)
 
 
 def exit_if_finished(config_dir: str | Path, config_name: str, args: list[str]) -> None:
@@ -144,13 +222,15 @@ def exit_if_finished(config_dir: str | Path, config_name: str, args: list[str]) 
         raise SystemExit(0)
 
 
-def config_changes(recorded: dict[str, Any], config: dict[str, Any]) -> list[tuple[str, Any, Any]]:
-    """``(key, run's value, this config's value)`` for each setting outside MAY_CHANGE that differs;
-    a key one side lacks has the value ``ABSENT`` there."""
+def config_changes(
+    recorded: dict[str, Any], config: dict[str, Any], may_change: Sequence[str] = MAY_CHANGE
+) -> list[tuple[str, Any, Any]]:
+    """``(key, run's value, this config's value)`` for each setting outside ``may_change`` that
+    differs; a key one side lacks has the value ``ABSENT`` there."""
     before, after = flatten(recorded), flatten(config)
     changes = []
     for key in sorted(before.keys() | after.keys()):
-        if any(key == p or key.startswith(p + ".") for p in MAY_CHANGE):
+        if any(key == p or key.startswith(p + ".") for p in may_change):
             continue
         old, new = before.get(key, ABSENT), after.get(key, ABSENT)
         if old != new:
@@ -159,10 +239,14 @@ def config_changes(recorded: dict[str, Any], config: dict[str, Any]) -> list[tup
 
 
 def check_resumable(
-    checkpoint: Path, recorded: dict[str, Any] | None, config: dict[str, Any], strict: bool = True
+    checkpoint: Path,
+    recorded: dict[str, Any] | None,
+    config: dict[str, Any],
+    strict: bool = True,
+    extend_schedule: bool = False,
 ) -> list[str]:
     """Refuse to resume ``checkpoint`` (trained under ``recorded``) with settings that would change
-    what it trains.
+    what it trains; ``extend_schedule`` lets the schedule's length change (:class:`ExtendSchedule`).
 
     Returns:
         the changes found, described (only when ``strict`` is false: then they are warnings).
@@ -172,15 +256,23 @@ def check_resumable(
     """
     if not recorded:
         return []  # not written by train.py: nothing to compare against
-    changes = config_changes(recorded, config)
+    changes = config_changes(recorded, config, MAY_CHANGE + (SCHEDULE_LENGTH if extend_schedule else ()))
     described = [f"{k} (run: {old!r}, now: {new!r})" for k, old, new in changes]
     if changes and strict:
+        lengths = [f"{k} (run: {old!r}, now: {new!r})" for k, old, new in changes if k in SCHEDULE_LENGTH]
+        if len(lengths) == len(changes):  # only a longer run: keeping the old length is no answer (cosine rises again)
+            raise CheckpointError(
+                f"ckpt_path={checkpoint}: the run's learning-rate schedule ends at its planned length, "
+                f"{', '.join(lengths)}. To train past it, add extend_schedule=true: from here on the learning rate "
+                "follows the schedule of a run of the new length"
+            )
         more = f" and {len(changes) - 8} more" if len(changes) > 8 else ""
         fix = " ".join(f"~{k}" if old == ABSENT else f"{k}={_override(old)}" for k, old, _ in changes[:8])
         raise CheckpointError(
             f"ckpt_path={checkpoint}: the run was trained with other settings: {', '.join(described[:8])}{more}. "
             f"Resume with the run's own values (add: {fix}), or resume_strict=false to go on regardless "
             "(the result is then not that of one uninterrupted run)"
+            + (". A schedule's length may follow the run's with extend_schedule=true" if lengths else "")
         )
     return described
 
@@ -220,6 +312,45 @@ def resume_subdir(spec: str | None, stamp: str) -> str:
 OmegaConf.register_new_resolver("resume_folder", resume_folder, replace=True)
 OmegaConf.register_new_resolver("run_suffix", run_suffix, replace=True)  # from folder.py
 OmegaConf.register_new_resolver("resume_subdir", resume_subdir, replace=True)
+
+
+class RecordOverrides(L.Callback):
+    """Writes the command line's overrides into every checkpoint (under :data:`OVERRIDES`), so that
+    resuming starts from them (:func:`resume_args`)."""
+
+    def __init__(self, overrides: Sequence[str]) -> None:
+        self.overrides = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in ONE_TIME]
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        checkpoint[OVERRIDES] = list(self.overrides)
+
+
+class ExtendSchedule(L.Callback):
+    """``extend_schedule=true``: a resumed run's learning-rate schedules continue as the schedules this
+    command built (e.g. a cosine over the new ``trainer.max_epochs``) rather than the checkpoint's.
+
+    After Lightning restores a scheduler, it is reset to this command's fresh one and stepped as many
+    times as the checkpoint's had been, so from the resume point on every learning rate equals that of
+    an uninterrupted run of the new length, whatever the schedule.
+    """
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Called before the checkpoint's optimizer and scheduler states are loaded.
+        self._fresh = [copy.deepcopy(c.scheduler.state_dict()) for c in trainer.lr_scheduler_configs]
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.ckpt_path:
+            return
+        for config, fresh in zip(trainer.lr_scheduler_configs, self._fresh, strict=True):
+            scheduler = config.scheduler
+            steps = scheduler.last_epoch
+            for group in scheduler.optimizer.param_groups:
+                group["lr"] = group["initial_lr"]
+            scheduler.load_state_dict(fresh)
+            with warnings.catch_warnings():  # stepping the schedule alone, as on a dummy optimiser
+                warnings.simplefilter("ignore", UserWarning)
+                for _ in range(steps):
+                    scheduler.step()
 
 
 class RunCheckpoint(ModelCheckpoint):
