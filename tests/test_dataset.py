@@ -5,11 +5,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from cdseg.data import ChangeDetectionDataModule, ChangeDetectionDataset, DatasetError
+from cdseg.data.cache import check_cache_memory
 from cdseg.data.datamodule import auto_workers
+from cdseg.data.dataset import find_pairs
+from cdseg.errors import ConfigError
 from tests.conftest import ROOT
 
 
@@ -227,3 +231,46 @@ def test_a_pair_repeated_within_a_split_is_a_warning(tiny_data: Path, tmp_path: 
     with pytest.warns(UserWarning, match=r"2 times in train \(train: again.png"):
         dm.setup("fit")
     assert len(dm.datasets["train"]) == len(list((tiny_data / "train" / "A").iterdir())) + 1
+
+
+def _batches(dm: ChangeDetectionDataModule, split: str) -> list[dict]:
+    dm.setup("fit")
+    loader = dm.train_dataloader() if split == "train" else dm.val_dataloader()
+    return list(loader)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_the_ram_cache_serves_exactly_what_decoding_serves(tiny_data: Path, workers: int) -> None:
+    # Every random transform, including per-date jitter, must see the same pixels from the cache.
+    options = {"crop_size": 32, "vflip": 0.5, "rot90": True, "swap": 0.5, "color_jitter": {"brightness": 0.3}}
+    plain = ChangeDetectionDataModule(root=str(tiny_data), batch_size=8, **options)
+    cached = ChangeDetectionDataModule(root=str(tiny_data), batch_size=8, num_workers=workers, cache="ram", **options)
+    for split in ("train", "val"):
+        for x, y in zip(_batches(plain, split), _batches(cached, split), strict=True):
+            assert x["name"] == y["name"]
+            for key in ("A", "B", "mask"):
+                assert torch.equal(x[key], y[key]), (split, key)
+    # The transforms never wrote into the cache: it still holds the files' pixels.
+    dataset = cached.datasets["train"]
+    for pair, decoded in zip(dataset.pairs, dataset.cache, strict=True):
+        assert np.array_equal(decoded.a.permute(1, 2, 0).numpy(), np.array(Image.open(pair.a).convert("RGB")))
+        assert np.array_equal(decoded.mask[0].numpy(), (np.array(Image.open(pair.label)) > 0).astype(np.uint8))
+
+
+def test_a_ram_cache_that_does_not_fit_is_refused_before_decoding(tiny_data: Path, monkeypatch) -> None:
+    pairs = {split: find_pairs(tiny_data / split) for split in ("train", "val")}
+    need = 48 * 48 * 7 * (len(pairs["train"]) + len(pairs["val"]))
+    line = check_cache_memory(pairs, available=10**9)
+    assert f"the decoded splits take {need / 1e9:.2f} GB (train 24 pairs" in line and "1.00 GB available" in line
+    with pytest.raises(DatasetError, match=r"x 4 processes\), more than 80% of the 0.00 GB"):
+        check_cache_memory(pairs, copies=4, available=need)
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded before the memory check")
+
+    monkeypatch.setattr("cdseg.data.cache.available_bytes", lambda: 1000)
+    monkeypatch.setattr("cdseg.data.dataset.load_image", no_decoding)
+    with pytest.raises(DatasetError, match="data.cache=ram: the decoded splits take .* use data.cache=null"):
+        ChangeDetectionDataModule(root=str(tiny_data), cache="ram").setup("fit")
+    with pytest.raises(ConfigError, match="data.cache must be null or ram, got 'disk'"):
+        ChangeDetectionDataModule(root=str(tiny_data), cache="disk")

@@ -11,11 +11,12 @@ from typing import Any
 
 import lightning as L
 from lightning.fabric.utilities.seed import pl_worker_init_function
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
 
 from cdseg.config import int_problem, raise_problems
-from cdseg.data.dataset import DEFAULT_EXTENSIONS, ChangeDetectionDataset, DatasetError
+from cdseg.data.cache import CACHE_MODES, check_cache_memory
+from cdseg.data.dataset import DEFAULT_EXTENSIONS, ChangeDetectionDataset, DatasetError, find_pairs
 from cdseg.data.duplicates import duplicate_pairs
 from cdseg.data.sampler import SeededSampler
 from cdseg.data.synthetic import ensure_synthetic
@@ -53,6 +54,9 @@ class ChangeDetectionDataModule(L.LightningDataModule):
         seed: the training order and augmentation of epoch e are a function of (seed, e) alone
             (:class:`cdseg.data.sampler.SeededSampler`).
         resize, mean, std: what evaluation (and predict.py) does to a pair: :func:`cdseg.data.transforms.eval_transform`.
+        cache: ``"ram"`` keeps every split decoded in memory (:mod:`cdseg.data.cache` checks that it
+            fits first), so a training sample is a crop and its augmentation rather than three image
+            decodes; ``None`` decodes per sample.
         augment: the training augmentation options, the fields of :class:`cdseg.data.transforms.Augment`.
     """
 
@@ -72,6 +76,7 @@ class ChangeDetectionDataModule(L.LightningDataModule):
         extensions: Sequence[str] = DEFAULT_EXTENSIONS,
         synthetic: dict[str, int] | None = None,
         seed: int = 0,
+        cache: str | None = None,
         **augment: Any,
     ) -> None:
         super().__init__()
@@ -83,6 +88,7 @@ class ChangeDetectionDataModule(L.LightningDataModule):
             int_problem("data.num_workers", num_workers, minimum=0),
             int_problem("data.eval_batch_size", eval_batch_size, optional=True),
             resize_problem(resize),
+            None if cache in CACHE_MODES else f"data.cache must be null or ram, got {cache!r}",
         ]
         try:
             self.augment = Augment(**augment)
@@ -103,6 +109,7 @@ class ChangeDetectionDataModule(L.LightningDataModule):
         self.resize = resize
         self.synthetic = synthetic
         self.seed = seed
+        self.cache = cache
         self.mean, self.std = mean, std
         preprocess = {"resize": resize, "mean": mean, "std": std}
         self.train_transform = build_transforms(self.augment, **preprocess)
@@ -123,7 +130,9 @@ class ChangeDetectionDataModule(L.LightningDataModule):
             if not self.has_split(stage):
                 raise DatasetError(f"{self.root / self.splits[stage]}: {stage} split not found")
             transform = self.train_transform if stage == "train" else self.eval_transform
-            dataset = ChangeDetectionDataset(self.root / self.splits[stage], transform, self.dirs, self.extensions)
+            dataset = ChangeDetectionDataset(
+                self.root / self.splits[stage], transform, self.dirs, self.extensions, cache=self.cache == "ram"
+            )
             self._check_batchable(stage, dataset)
             self.datasets[stage] = dataset
         return self.datasets[stage]
@@ -152,11 +161,22 @@ class ChangeDetectionDataModule(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         # Fitting also checks the test split, so a bad test file fails before training, not after.
         needed = {"fit": ["train", "val", "test"], "validate": ["val"], "test": ["test"], "predict": ["test"]}[stage]
+        if self.cache == "ram":
+            self._check_cache([s for s in needed if s not in self.datasets and self.has_split(s)])
         for split in needed:
             if split in ("train", "val") or self.has_split(split):
                 self._dataset(split)
         if stage == "fit":
             self._check_duplicates()
+
+    def _check_cache(self, splits: list[str]) -> None:
+        """Before decoding anything: what the cache takes, refused when the machine lacks it."""
+        if not splits or not self.root.is_dir():
+            return  # _dataset() names a missing root or split
+        pairs = {s: find_pairs(self.root / self.splits[s], self.dirs, self.extensions) for s in splits}
+        # Every process on this machine (a DDP rank each) holds a cache of its own.
+        copies = self.trainer.num_devices if self.trainer is not None else 1
+        rank_zero_info(check_cache_memory(pairs, copies))
 
     def _check_duplicates(self) -> None:
         """Refuse a pair shared by train and val or test; warn of one repeated within a split."""

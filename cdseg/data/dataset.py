@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -181,21 +182,39 @@ def find_pairs(
 
 
 @dataclass(frozen=True)
+class Decoded:
+    """A pair's pixels as the dataset serves them: uint8 (3, H, W) dates, uint8 (1, H, W) 0/1 mask."""
+
+    a: torch.Tensor
+    b: torch.Tensor
+    mask: torch.Tensor | None
+
+
+@dataclass(frozen=True)
 class PairInfo:
-    """What reading a pair found: a problem (or None), its (H, W), its label's values and changed pixels."""
+    """What reading a pair found: a problem (or None), its (H, W), its label's values and changed
+    pixels, and (when asked to keep them) its decoded pixels."""
 
     problem: str | None
     size: tuple[int, int] = (0, 0)
     label_values: tuple[int, ...] = ()
     changed: int = 0
+    decoded: Decoded | None = None
 
 
-def inspect_pair(pair: Pair) -> PairInfo:
-    """Decode the pair's files and check modes, sizes and label values, without raising."""
+def _chw(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(image).permute(2, 0, 1).contiguous()  # (3, H, W): a crop is a view of rows
+
+
+def inspect_pair(pair: Pair, keep: bool = False) -> PairInfo:
+    """Decode the pair's files and check modes, sizes and label values, without raising; ``keep``
+    returns the decoded pixels too."""
     values: tuple[int, ...] = ()
     changed = 0
+    arr = None
     try:
-        sizes = {"A": load_image(pair.a).shape[:2], "B": load_image(pair.b).shape[:2]}
+        a, b = load_image(pair.a), load_image(pair.b)
+        sizes = {"A": a.shape[:2], "B": b.shape[:2]}
         if pair.label is not None:
             arr = _label_array(pair.label)
             sizes["label"] = arr.shape
@@ -207,13 +226,17 @@ def inspect_pair(pair: Pair) -> PairInfo:
     if len(set(sizes.values())) > 1:
         found = ", ".join(f"{k} {w}x{h}" for k, (h, w) in sizes.items())
         return PairInfo(f"{pair.a}: size mismatch ({found}); A, B and label must have the same width and height")
-    return PairInfo(None, sizes["A"], values, changed)
+    decoded = None
+    if keep:
+        mask = torch.from_numpy((arr > 0).astype(np.uint8))[None] if arr is not None else None
+        decoded = Decoded(_chw(a), _chw(b), mask)
+    return PairInfo(None, sizes["A"], values, changed, decoded)
 
 
-def inspect_pairs(pairs: Sequence[Pair], workers: int = 4) -> list[PairInfo]:
+def inspect_pairs(pairs: Sequence[Pair], workers: int = 4, keep: bool = False) -> list[PairInfo]:
     # PIL releases the GIL while decoding, so threads overlap the file reads and inflates.
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(inspect_pair, pairs))
+        return list(pool.map(partial(inspect_pair, keep=keep), pairs))
 
 
 def validate_split(pairs: Sequence[Pair], workers: int = 4) -> list[tuple[int, int]]:
@@ -225,18 +248,37 @@ def validate_split(pairs: Sequence[Pair], workers: int = 4) -> list[tuple[int, i
     Raises:
         DatasetError: one error listing every bad pair.
     """
-    infos = inspect_pairs(pairs, workers)
+    return [i.size for i in _validated(pairs, workers)]
+
+
+def _validated(pairs: Sequence[Pair], workers: int = 4, keep: bool = False) -> list[PairInfo]:
+    infos = inspect_pairs(pairs, workers, keep)
     problems = [i.problem for i in infos if i.problem]
     if problems:
         raise DatasetError(_problem_list(f"{len(problems)} bad pair(s):", problems))
-    return [i.size for i in infos]
+    return infos
+
+
+def decoded_bytes(pairs: Sequence[Pair]) -> int:
+    """Bytes the decoded pairs take in memory (3 + 3 + 1 per pixel), from the image headers alone."""
+    total = 0
+    for pair in pairs:
+        try:
+            with Image.open(pair.a) as img:  # reads the header, decodes nothing
+                w, h = img.size
+        except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
+            continue  # validation names the file
+        total += h * w * (7 if pair.label is not None else 6)
+    return total
 
 
 class ChangeDetectionDataset(Dataset):
     """Pairs as dicts ``{"A": (3,H,W), "B": (3,H,W), "mask": (1,H,W) float, "name": str}``.
 
     ``source`` is a split folder (``<split>/{A,B,label}``, paired by :func:`find_pairs`), or the pairs
-    themselves. ``transform`` receives ``{"A": Image, "B": Image, "mask": Mask}`` (uint8
+    themselves. ``cache`` keeps every pair decoded in memory (validation decodes each file anyway), so a
+    sample costs a crop and its augmentation instead of three image decodes; loader workers forked
+    after it share those pages. ``transform`` receives ``{"A": Image, "B": Image, "mask": Mask}`` (uint8
     tv_tensors) and must return the same keys; torchvision's v2 transforms apply one set of random
     parameters to all three and never interpolate the Mask. Without a transform A and B stay uint8.
     Without labels, ``mask`` is absent.
@@ -250,14 +292,16 @@ class ChangeDetectionDataset(Dataset):
         extensions: Sequence[str] = DEFAULT_EXTENSIONS,
         require_label: bool = True,
         validate: bool = True,
+        cache: bool = False,
     ) -> None:
         if isinstance(source, (str, Path)):
             self.split_dir: Path | None = Path(source)
             self.pairs = find_pairs(source, dirs, extensions, require_label)
         else:
             self.split_dir, self.pairs = None, list(source)
-        # (H, W) of each pair, known after validation.
-        self.sizes = validate_split(self.pairs) if validate else None
+        infos = _validated(self.pairs, keep=cache) if validate or cache else None
+        self.sizes = [i.size for i in infos] if infos else None  # (H, W) of each pair, known after validation
+        self.cache = [i.decoded for i in infos] if cache and infos else None
         self.transform = transform
 
     def __len__(self) -> int:
@@ -275,13 +319,19 @@ class ChangeDetectionDataset(Dataset):
 
     def _load(self, index: int) -> dict:
         pair = self.pairs[index]
-        sample = {
-            "A": tv_tensors.Image(torch.from_numpy(load_image(pair.a)).permute(2, 0, 1)),
-            "B": tv_tensors.Image(torch.from_numpy(load_image(pair.b)).permute(2, 0, 1)),
-        }
-        if pair.label is not None:
-            label = load_label(pair.label, check=self.sizes is None)
-            sample["mask"] = tv_tensors.Mask(torch.from_numpy(label).to(torch.uint8)[None])
+        if self.cache is not None:  # the transforms never write into their input: the cache stays intact
+            decoded = self.cache[index]
+            sample = {"A": tv_tensors.Image(decoded.a), "B": tv_tensors.Image(decoded.b)}
+            if decoded.mask is not None:
+                sample["mask"] = tv_tensors.Mask(decoded.mask)
+        else:
+            sample = {
+                "A": tv_tensors.Image(torch.from_numpy(load_image(pair.a)).permute(2, 0, 1)),
+                "B": tv_tensors.Image(torch.from_numpy(load_image(pair.b)).permute(2, 0, 1)),
+            }
+            if pair.label is not None:
+                label = load_label(pair.label, check=self.sizes is None)
+                sample["mask"] = tv_tensors.Mask(torch.from_numpy(label).to(torch.uint8)[None])
         if self.transform is not None:
             sample = self.transform(sample)
         out = {k: v.as_subclass(torch.Tensor) for k, v in sample.items()}
