@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from cdseg.config import build, check_types, comparable_settings, raise_problems, require_values
 from cdseg.errors import CdsegError
 from cdseg.metrics import score_line
+from cdseg.models.network import build_network, runtime_problems
 from cdseg.module import ChangeDetectionModule, NonFiniteError
 from cdseg.overrides import exit_on_unknown_keys
 from cdseg.precision import fix_precision
@@ -47,6 +48,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     require_values(cfg)
     raise_problems([name_problem(cfg.get("name"), cfg.get("tags", []))])
     check_types(cfg)  # a wrongly typed option is named now, not as a traceback after the sanity check
+    raise_problems(runtime_problems(cfg.model))
     _quiet_what_is_not_about_the_run()
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
@@ -58,7 +60,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     datamodule = build(cfg.data)
     module = ChangeDetectionModule(
-        net=build(cfg.model),
+        net=build_network(cfg.model),
         loss=build(cfg.loss),
         optimizer=build(cfg.optimizer),
         scheduler=build(cfg.scheduler) if cfg.get("scheduler") else None,

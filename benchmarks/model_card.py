@@ -35,7 +35,6 @@ from typing import Any
 import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 from PIL import Image
 from timing import median_seconds
 from torch.utils.flop_counter import FlopCounterMode
@@ -45,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from cdseg.atomic_write import write_png, write_text  # noqa: E402
 from cdseg.losses import BCEDiceLoss  # noqa: E402
+from cdseg.models import build_network  # noqa: E402
 from train import train  # noqa: E402
 
 LEVIR_TILES = {"train": ("test_1", "test_2", "test_3"), "val": ("test_5",), "test": ("test_4",)}
@@ -58,7 +58,7 @@ def compose_train(*overrides: str) -> Any:
 def size_and_speed(name: str, size: int = 256, batch: int = 4, repeats: int = 3) -> dict[str, float]:
     """Parameters, forward GFLOPs of one size x size pair, and training pairs/s at batch ``batch``."""
     torch.manual_seed(0)
-    net = instantiate(compose_train(f"model={name}").model)
+    net = build_network(compose_train(f"model={name}").model)
     params = sum(p.numel() for p in net.parameters())
     pair = torch.randn(2, 1, 3, size, size)
     with FlopCounterMode(display=False) as counter, torch.no_grad():

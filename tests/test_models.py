@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra.utils import instantiate
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from cdseg.errors import ConfigError
+from cdseg.models import build_network
 from cdseg.overrides import check_overrides
 from predict import predict
 from tests.conftest import ROOT, compose_train, tiny_overrides
@@ -24,7 +24,7 @@ MODELS = sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml"))
 def build(name: str, **options) -> nn.Module:
     """The network ``model=<name>`` describes in the composed train config, as train.py builds it."""
     cfg = compose_train(f"model={name}", *(f"model.{k}={v}" for k, v in options.items()))
-    return instantiate(cfg.model)
+    return build_network(cfg.model)
 
 
 def pair(n: int, h: int, w: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,9 +143,16 @@ def test_an_unknown_model_name_exits_1_listing_the_valid_ones(tmp_path: Path) ->
     [
         (
             ["model.bse=32"],
-            ["model.bse: no such option", "did you mean model.base?", "base, fusion, in_channels, prior"],
+            [
+                "model.bse: no such option",
+                "did you mean model.base?",
+                "base, channels_last, compile, fusion, in_channels, prior",
+            ],
         ),
-        (["model=tiny", "model.fusion=diff"], ["model.fusion: no such option", "(TinyCD): base, in_channels, prior"]),
+        (
+            ["model=tiny", "model.fusion=diff"],
+            ["model.fusion: no such option", "(TinyCD): base, channels_last, compile, in_channels, prior"],
+        ),
         (["-m", "model=tiny,snunet", "model.fusion=diff"], ["(TinyCD)"]),  # a sweep: checked on its first choice
         (["trainer.max_epoch=1"], ["did you mean trainer.max_epochs?"]),
     ],
@@ -190,3 +197,23 @@ def test_a_model_config_may_set_its_learning_rate_and_the_command_line_still_win
     assert compose_train("model=tiny").optimizer.lr == 1e-2 and compose_train().optimizer.lr == 1e-3
     assert compose_train("model=tiny", "optimizer.lr=5e-4").optimizer.lr == 5e-4
     assert compose_train("model=tiny", "experiment=levir").optimizer.lr == 1e-3  # a recipe is a whole recipe
+
+
+def test_networks_run_channels_last_by_default_and_compile_when_asked() -> None:
+    cfg = compose_train("model.base=4")
+    compiled_cfg = compose_train("model.base=4", "model.compile=true", "model.channels_last=false")
+    net, compiled = build_network(cfg.model), build_network(compiled_cfg.model)
+    convs = [m.weight for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    assert compiled._compiled_call_impl is not None  # compiled in place: the checkpoint keys stay the same
+    assert list(compiled.state_dict()) == list(net.state_dict())
+    with pytest.raises(ConfigError, match="model.channels_last must be true or false, got 'yes'"):
+        build_network({**cfg.model, "channels_last": "yes"})
+
+
+@pytest.mark.slow
+def test_a_compiled_network_trains_and_its_checkpoint_predicts(make_cfg, tmp_path: Path) -> None:
+    results = train(make_cfg("model.compile=true"))
+    test = Path(make_cfg().data.root) / "test"
+    cfg = predict_cfg(f"ckpt_path={results['best_checkpoint']}", f"input={test}", f"output={tmp_path / 'p'}")
+    assert predict(cfg)["metrics"]["F1"] == pytest.approx(results["test"]["test/F1"], abs=1e-6)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
+from cdseg.models.network import build_network
 from cdseg.runs.checkpoint import CheckpointError, read_checkpoint, run_config
 from cdseg.runs.folder import RunFolder, checkpoint_to_evaluate
 
@@ -53,7 +53,8 @@ def load_checkpoint(spec: str | Path, runs_dir: str | Path | None = None) -> tup
         raise CheckpointError(f"{file}: holds no run config, and {run_yaml} does not exist either")
     _check_targets(config["model"], str(file))
     # The checkpoint holds every weight: pretrained ones need not (and offline could not) be loaded first.
-    net = instantiate(config["model"], **({"weights": None} if "weights" in config["model"] else {}))
+    # Compiling pays for fixed sizes over many steps, not for windows of every size: never here.
+    net = build_network(config["model"], compile=False, **({"weights": None} if "weights" in config["model"] else {}))
     weights = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
     try:
         net.load_state_dict(weights)

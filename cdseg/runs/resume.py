@@ -64,6 +64,8 @@ MAY_CHANGE = (
             "profiler",
         )
     ),
+    "model.channels_last",  # how the network runs, not what it computes
+    "model.compile",
     "data.root",
     "data.num_workers",
     "data.pin_memory",

@@ -1,0 +1,562 @@
+"""One benchmark command: how fast cdseg trains, feeds and predicts on this machine, as ratios against
+baselines measured in the same process.
+
+    python benchmarks/run.py [--sections train flops data predict startup models] [--quick]
+        [--out outputs/bench/bench-<time>.json]
+
+Sections (each figure is printed and written with the device, the settings and this command):
+    train    pairs/s of train.py's Lightning path (the composed config, its callbacks included) against
+             a plain PyTorch loop of the same network, loss, optimiser and loader, alternated round by
+             round, for each --workers setting; steady-state steps only (the first --warmup are not
+             timed, validation and checkpoints fall outside the timed steps); peak resident memory.
+    flops    FLOPs of a training step and of an inference pass (torch.utils.flop_counter) against a
+             dense matmul measured now: the share of the machine's peak each reaches.
+    data     augmented samples/s of one process (one loader worker's share: one thread) on 1024 tiles,
+             decoding per sample and from data.cache=ram, for data=levir's and experiment=levir's
+             augmentation, against the rate the model consumes 256 crops at on this device.
+    predict  predict.py's Mpx/s and peak memory on a folder of 256x256 pairs, on 1024 and on 4096 pairs.
+    startup  seconds from the command to train.py's first training batch, and for a one-pair predict.py.
+    models   every conf/model at its default width: parameters, GFLOPs per 256 pair, training pairs/s.
+
+``--quick`` shrinks every size to a smoke run of seconds (the test suite runs it); its figures mean nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from torch.utils.flop_counter import FlopCounterMode
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cdseg.atomic_write import write_png, write_text  # noqa: E402
+from cdseg.config import build  # noqa: E402
+from cdseg.data.dataset import ChangeDetectionDataset  # noqa: E402
+from cdseg.data.synthetic import ensure_synthetic  # noqa: E402
+from cdseg.data.transforms import Augment, build_transforms  # noqa: E402
+from cdseg.models import build_network  # noqa: E402
+from cdseg.module import ChangeDetectionModule  # noqa: E402
+
+SHARED_TILES = ROOT.parent / "shared" / "data" / "levir-cd-samples" / "tiles-1024" / "test"
+QUIET = ["logger=csv", "~callbacks.sample_panels", "callbacks.progress_bar.refresh_rate=0", "test=false"]
+
+
+def compose_train(*overrides: str) -> Any:
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+def device_name() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    model = next(
+        (line.split(":", 1)[1].strip() for line in _read("/proc/cpuinfo").splitlines() if "model name" in line),
+        platform.processor() or "unknown CPU",
+    )
+    return f"{model}, {os.cpu_count()} cores"
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
+def rss_bytes() -> int:
+    fields = _read("/proc/self/statm").split()
+    return int(fields[1]) * os.sysconf("SC_PAGE_SIZE") if fields else 0
+
+
+@contextmanager
+def peak_memory() -> Iterator[dict[str, float]]:
+    """Peak memory above the start while the block runs: CUDA's allocator on a GPU, else the resident
+    set sampled every 5 ms (loader workers, separate processes, are not counted)."""
+    out: dict[str, float] = {}
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        yield out
+        out["peak_mem_GB"] = (torch.cuda.max_memory_allocated() - base) / 1e9
+        return
+    base, peak, done = rss_bytes(), [0], threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.005):
+            peak[0] = max(peak[0], rss_bytes())
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield out
+    finally:
+        done.set()
+        thread.join()
+        out["peak_mem_GB"] = max(peak[0] - base, 0) / 1e9
+
+
+class StepTimer(L.Callback):
+    """Wall time of the training steps after the first ``warmup``; the last measurement is kept on the class."""
+
+    last: dict[str, float] = {}
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup = warmup
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.warmup:
+            self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step > self.warmup:
+            StepTimer.last = {"steps": trainer.global_step - self.warmup, "seconds": time.perf_counter() - self._start}
+
+
+def lightning_rate(overrides: list[str], warmup: int, steps: int, batch: int) -> float:
+    """Pairs/s of train.py's own path (train()), over the timed steps."""
+    from train import train
+
+    timer = [f"+callbacks.bench_timer._target_={__name__}.StepTimer", f"+callbacks.bench_timer.warmup={warmup}"]
+    StepTimer.last = {}
+    train(compose_train(*overrides, *QUIET, *timer, f"+trainer.max_steps={warmup + steps}"))
+    return StepTimer.last["steps"] * batch / StepTimer.last["seconds"]
+
+
+def plain_rate(overrides: list[str], warmup: int, steps: int, batch: int) -> float:
+    """Pairs/s of a minimal loop: the same network, loss, optimiser and DataLoader, nothing else."""
+    cfg = compose_train(*overrides)
+    torch.manual_seed(cfg.seed)
+    net, loss = build_network(cfg.model), build(cfg.loss)
+    optimizer = build(cfg.optimizer)(params=net.parameters())
+    datamodule = build(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    net.to(device).train()
+    done, start = 0, 0.0
+    while done < warmup + steps:
+        for batch_ in datamodule.train_dataloader():
+            if done == warmup:
+                start = time.perf_counter()
+            a, b, mask = (batch_[k].to(device, non_blocking=True) for k in ("A", "B", "mask"))
+            optimizer.zero_grad(set_to_none=True)
+            loss(net(a, b), mask).backward()
+            optimizer.step()
+            done += 1
+            if done == warmup + steps:
+                break
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return steps * batch / (time.perf_counter() - start)
+
+
+def section_train(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
+    size, batch = args.train_size, args.batch
+    # Enough training pairs that warmup + timed steps fit in one epoch: no validation inside the timing.
+    pairs = batch * (args.warmup + args.steps + 1)
+    data = [
+        f"data.root={work / f'synthetic-{size}'}",
+        f"data.synthetic={{size:{size},train:{pairs},val:{batch},test:0,seed:0}}",
+        f"data.batch_size={batch}",
+        "data.crop_size=null",
+        f"model.base={args.base}",
+        f"paths.output_dir={work / 'run'}",
+    ]
+    rows = []
+    for workers in args.workers:
+        overrides = [*data, f"data.num_workers={workers}", f"data.persistent_workers={workers > 0}"]
+        rates: dict[str, list[float]] = {"lightning": [], "plain": []}
+        memory: dict[str, float] = {}
+        for _ in range(args.rounds):  # alternated, so that a slow spell of the machine hits both
+            for name, fn in (("plain", plain_rate), ("lightning", lightning_rate)):
+                with peak_memory() as mem:
+                    rates[name].append(fn(overrides, args.warmup, args.steps, batch))
+                memory[name] = max(memory.get(name, 0.0), mem["peak_mem_GB"])
+                _remove(work / "run")
+        lightning, plain = statistics.median(rates["lightning"]), statistics.median(rates["plain"])
+        rows.append(
+            {
+                "section": "train",
+                "what": f"siamese_unet base {args.base}, batch {batch} x {size}^2, data.num_workers={workers}",
+                "lightning_pairs_per_s": lightning,
+                "plain_pairs_per_s": plain,
+                "ratio": lightning / plain,
+                "lightning_rounds": rates["lightning"],
+                "plain_rounds": rates["plain"],
+                "lightning_peak_mem_GB": memory["lightning"],
+                "plain_peak_mem_GB": memory["plain"],
+            }
+        )
+    return rows
+
+
+def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def matmul_peak(n: int, dtype: torch.dtype, device: torch.device, repeats: int) -> float:
+    """GFLOP/s of an n x n dense matmul."""
+    x, y = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    return 2 * n**3 / median_seconds(lambda: x @ y, repeats) / 1e9
+
+
+def section_flops(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    size, batch = args.infer_size, args.infer_batch
+    torch.manual_seed(0)
+    cfg = compose_train(f"model.base={args.base}")
+    net, loss = build_network(cfg.model).to(device), build(cfg.loss)
+    optimizer = build(cfg.optimizer)(params=net.parameters())
+    a, b = torch.randn(2, batch, 3, size, size, device=device)
+    mask = (torch.rand(batch, 1, size, size, device=device) > 0.9).float()
+
+    def train_step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss(net(a, b), mask).backward()
+        optimizer.step()
+
+    @torch.no_grad()
+    def infer() -> None:
+        net(a, b)
+
+    rows = []
+    peak = matmul_peak(args.matmul_n, torch.float32, device, args.repeats)
+    for name, fn, mode in (("training step", train_step, net.train), ("inference", infer, net.eval)):
+        mode()
+        with FlopCounterMode(display=False) as counter:
+            fn()
+        gflop = counter.get_total_flops() / 1e9
+        achieved = gflop / median_seconds(fn, args.repeats)
+        rows.append(
+            {
+                "section": "flops",
+                "what": f"{name}, siamese_unet base {args.base}, batch {batch} x {size}^2, float32",
+                "gflop": gflop,
+                "gflop_per_s": achieved,
+                "matmul_peak_gflop_per_s": peak,
+                "share_of_peak": achieved / peak,
+            }
+        )
+    return rows
+
+
+def _tiles(work: Path, quick: bool) -> Path:
+    """The real 1024 tiles when ../shared has them, else generated ones (48 px in a quick run)."""
+    if SHARED_TILES.is_dir() and not quick:
+        return SHARED_TILES
+    size = 48 if quick else 1024
+    root = ensure_synthetic(work / f"tiles-{size}", size=size, train=0, val=0, test=4, seed=0)
+    return root / "test"
+
+
+def section_data(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
+    tiles = _tiles(work, args.quick)
+    crop = 32 if args.quick else 256
+    recipe = compose_train("experiment=levir", "data.root=x").data
+    augments = {
+        "data=levir": Augment(crop_size=crop, hflip=0.5, vflip=0.5, rot90=True),
+        "experiment=levir": Augment(
+            crop_size=crop,
+            hflip=recipe.hflip,
+            vflip=recipe.vflip,
+            rot90=recipe.rot90,
+            swap=recipe.swap,
+            color_jitter=dict(recipe.color_jitter),
+        ),
+    }
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # what one loader worker has
+    rows = []
+    try:
+        for cache in (False, True):
+            for name, augment in augments.items():
+                dataset = ChangeDetectionDataset(tiles, build_transforms(augment), cache=cache)
+                n = args.samples * (20 if cache else 1)
+                seconds = median_seconds(lambda d=dataset, n=n: [d[(i % len(d), i)] for i in range(n)], 1)
+                rows.append(
+                    {
+                        "section": "data",
+                        "what": f"{name} augmentation, {'data.cache=ram' if cache else 'decoded per sample'}, "
+                        f"{crop}^2 crops of {tiles}, one process, one thread",
+                        "samples_per_s": n / seconds,
+                    }
+                )
+    finally:
+        torch.set_num_threads(threads)
+    # What the model consumes: training pairs/s at the crop size, base 32 (the seed's width), batch 8.
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    cfg = compose_train(f"model.base={args.consumer_base}")
+    net, loss = build_network(cfg.model).to(device).train(), build(cfg.loss)
+    optimizer = build(cfg.optimizer)(params=net.parameters())
+    a, b = torch.randn(2, 8, 3, crop, crop, device=device)
+    mask = (torch.rand(8, 1, crop, crop, device=device) > 0.9).float()
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss(net(a, b), mask).backward()
+        optimizer.step()
+
+    consumption = 8 / median_seconds(step, args.repeats)
+    for row in rows:
+        row["model_pairs_per_s"] = consumption
+        row["ratio_to_model"] = row["samples_per_s"] / consumption
+    rows.append(
+        {
+            "section": "data",
+            "what": f"model consumption: siamese_unet base {args.consumer_base}, batch 8 x {crop}^2 training",
+            "samples_per_s": consumption,
+        }
+    )
+    return rows
+
+
+def _checkpoint(work: Path, base: int) -> Path:
+    """A checkpoint of the seed model at ``base`` as train.py writes it (untrained: speed does not care)."""
+    cfg = compose_train(f"model.base={base}", "data.root=x", f"paths.output_dir={work}")
+    module = ChangeDetectionModule(
+        build_network(cfg.model),
+        build(cfg.loss),
+        build(cfg.optimizer),
+        run_config=OmegaConf.to_container(cfg, resolve=True),
+    )
+    file = work / "bench.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, file)
+    return file
+
+
+def _scene(folder: Path, count: int, size: int) -> Path:
+    """``count`` pairs of size x size: smooth random scenes (noise would make PNG coding the benchmark)."""
+    rng = np.random.default_rng(0)
+    for sub in ("A", "B"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        for sub in ("A", "B"):
+            coarse = rng.integers(0, 256, (max(size // 32, 2), max(size // 32, 2), 3), dtype=np.uint8)
+            image = torch.nn.functional.interpolate(
+                torch.from_numpy(coarse).permute(2, 0, 1)[None].float(), size=(size, size), mode="bilinear"
+            )
+            write_png(folder / sub / f"{i:04d}.png", image[0].permute(1, 2, 0).round().byte().numpy())
+    return folder
+
+
+def section_predict(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
+    from predict import predict
+
+    ckpt = _checkpoint(work, args.base)
+    rows = []
+    for count, size in args.predict_sets:
+        inputs = _scene(work / f"pairs-{count}x{size}", count, size)
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose("predict", overrides=[f"ckpt_path={ckpt}", f"input={inputs}", f"output={work / 'pred'}"])
+        with peak_memory() as mem:
+            summary = predict(cfg)
+        _remove(work / "pred")
+        rows.append(
+            {
+                "section": "predict",
+                "what": f"predict.py, {count} pair(s) of {size}x{size}, siamese_unet base {args.base}, defaults",
+                "megapixels_per_s": summary["megapixels_per_second"],
+                "peak_mem_GB": mem["peak_mem_GB"],
+            }
+        )
+    return rows
+
+
+def section_startup(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
+    ckpt = _checkpoint(work, args.base)
+    pair = _scene(work / "one-pair", 1, 64)
+    predict_cmd = [
+        sys.executable,
+        str(ROOT / "predict.py"),
+        f"ckpt_path={ckpt}",
+        f"a={pair / 'A' / '0000.png'}",
+        f"b={pair / 'B' / '0000.png'}",
+        f"output={work / 'one'}",
+        "overwrite=true",
+    ]
+    marker = work / "first-batch"
+    train_cmd = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        f"data.root={work / 'synthetic-startup'}",
+        "data.synthetic={size:32,train:8,val:4,test:0,seed:0}",
+        f"paths.output_dir={work / 'startup-run'}",
+        "+callbacks.first._target_=run.FirstBatch",  # this file, imported by train.py from PYTHONPATH
+        f"+callbacks.first.marker={marker}",
+        *QUIET,
+    ]
+    rows = []
+    for name, cmd in (
+        ("predict.py, one 64x64 pair, to the end", predict_cmd),
+        ("train.py to its first batch", train_cmd),
+    ):
+        times = []
+        for _ in range(args.rounds):
+            _remove(work / "startup-run")
+            marker.unlink(missing_ok=True)
+            start = time.time()
+            proc = subprocess.run(
+                cmd,
+                cwd=work,
+                capture_output=True,
+                text=True,
+                env={**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'benchmarks'}"},
+            )
+            end = float(marker.read_text()) if marker.is_file() else time.time()
+            if proc.returncode not in (0, 3):
+                raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
+            times.append(end - start)
+        rows.append({"section": "startup", "what": name, "seconds": statistics.median(times), "rounds": times})
+    return rows
+
+
+class FirstBatch(L.Callback):
+    """Writes the time the first training batch starts to ``marker`` and ends the process (exit 3)."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        write_text(self.marker, repr(time.time()))
+        os._exit(3)
+
+
+def section_models(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from model_card import size_and_speed
+
+    rows = []
+    for config in sorted((ROOT / "conf" / "model").glob("*.yaml")):
+        figures = size_and_speed(config.stem, size=args.infer_size, batch=2, repeats=args.repeats)
+        rows.append(
+            {"section": "models", "what": f"model={config.stem}, default width, {args.infer_size}^2", **figures}
+        )
+    return rows
+
+
+def _remove(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+SECTIONS = {
+    "train": section_train,
+    "flops": section_flops,
+    "data": section_data,
+    "predict": section_predict,
+    "startup": section_startup,
+    "models": section_models,
+}
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = []
+    for row in rows:
+        figures = ", ".join(
+            f"{k} {v:.3g}" for k, v in row.items() if k not in ("section", "what") and isinstance(v, float)
+        )
+        lines.append(f"[{row['section']}] {row['what']}: {figures}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=list(SECTIONS))
+    parser.add_argument("--quick", action="store_true", help="a smoke run of seconds; its figures mean nothing")
+    parser.add_argument("--workers", nargs="+", type=int, default=None, help="loader workers to train with")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
+    args = parser.parse_args(argv)
+    settings = (
+        dict(
+            train_size=32,
+            batch=2,
+            base=4,
+            warmup=1,
+            steps=2,
+            rounds=1,
+            repeats=1,
+            infer_size=32,
+            infer_batch=1,
+            matmul_n=64,
+            samples=2,
+            consumer_base=4,
+            predict_sets=[(3, 32), (1, 64)],
+        )
+        if args.quick
+        else dict(
+            train_size=128,
+            batch=8,
+            base=16,
+            warmup=3,
+            steps=20,
+            rounds=3,
+            repeats=5,
+            infer_size=256,
+            infer_batch=4,
+            matmul_n=2048,
+            samples=10,
+            consumer_base=32,
+            predict_sets=[(64, 256), (4, 1024), (1, 4096)],
+        )
+    )
+    for key, value in settings.items():
+        setattr(args, key, value)
+    if args.workers is None:
+        args.workers = [0] if args.quick else sorted({0, 1, 2})
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+    out = args.out or ROOT / "outputs" / "bench" / f"bench-{stamp}.json"
+    report: dict[str, Any] = {
+        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+        "date": stamp,
+        "device": device_name(),
+        "torch": torch.__version__,
+        "lightning": L.__version__,
+        "threads": torch.get_num_threads(),
+        "settings": {k: v for k, v in settings.items()},
+        "rows": [],
+    }
+    print(f"{report['device']}; torch {report['torch']}, Lightning {report['lightning']}, {report['threads']} threads")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.work or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        for name in args.sections:
+            rows = SECTIONS[name](args, work)
+            print(table(rows), flush=True)
+            report["rows"] += rows
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text(out, json.dumps(report, indent=2) + "\n")
+    print(f"written to {out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

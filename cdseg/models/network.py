@@ -1,0 +1,53 @@
+"""Building the network a ``model`` config describes, and running it as its runtime options say.
+
+Every model config carries two options that change how the network runs, not what it computes
+(conf/train.yaml sets them for all models):
+
+* ``channels_last``: weights in NHWC memory format; convolutions then keep activations NHWC, which
+  oneDNN on CPUs and tensor cores on GPUs run faster (about 1.5x for training and inference on an
+  AVX-512 CPU, BENCHMARKS.md). Inputs need no conversion: a convolution follows its weight's format.
+* ``compile``: ``torch.compile`` the network in place (its state_dict keys stay as they are): a
+  slower start, faster steps where the compiler's kernels pay (GPUs, fixed input sizes).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from cdseg.config import build
+from cdseg.errors import ConfigError
+
+RUNTIME_OPTIONS = ("channels_last", "compile")
+
+
+def split_runtime(node: Any) -> tuple[Any, dict[str, bool]]:
+    """``(the constructor's node, {runtime option: value})``; an absent option is false."""
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=True)
+    spec = {k: v for k, v in node.items() if k not in RUNTIME_OPTIONS}
+    return spec, {k: node.get(k, False) for k in RUNTIME_OPTIONS}
+
+
+def runtime_problems(node: Any) -> list[str]:
+    """The runtime options that are not true or false, named."""
+    _, runtime = split_runtime(node)
+    return [f"model.{k} must be true or false, got {v!r}" for k, v in runtime.items() if not isinstance(v, bool)]
+
+
+def build_network(node: Any, compile: bool | None = None, **kwargs: Any) -> nn.Module:
+    """The ``nn.Module`` of a model config (``kwargs`` go to its constructor), in its memory format,
+    compiled if asked (``compile`` overrides the config's choice, e.g. False for prediction)."""
+    problems = runtime_problems(node)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    spec, runtime = split_runtime(node)
+    net = build(spec, **kwargs)
+    if runtime["channels_last"]:
+        net = net.to(memory_format=torch.channels_last)
+    if runtime["compile"] if compile is None else compile:
+        net.compile()
+    return net
