@@ -14,11 +14,15 @@ import json
 import shutil
 import sys
 import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import hydra
 import numpy as np
+import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
@@ -98,6 +102,35 @@ def prepare_output(output: str, overwrite: bool, with_labels: bool, save_probs: 
     return out
 
 
+def predictions(
+    predictor: Predictor, dataset: ChangeDetectionDataset, batch_size: int, prefetch: int = 4
+) -> Iterator[tuple[dict[str, Any], torch.Tensor]]:
+    """``(sample, (H, W) probabilities)`` for every pair, in order. Consecutive pairs of one size that
+    fit a single window share a forward pass, ``batch_size`` at a time; larger ones go window by
+    window. Pairs are decoded ``prefetch`` ahead in threads (decoding releases the GIL)."""
+    group: list[dict[str, Any]] = []
+
+    def flush() -> Iterator[tuple[dict[str, Any], torch.Tensor]]:
+        if group:
+            yield from zip(group, predictor.many([(s["A"], s["B"]) for s in group]), strict=True)
+            group.clear()
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        ahead = deque(pool.submit(dataset.__getitem__, i) for i in range(min(prefetch, len(dataset))))
+        for i in range(len(dataset)):
+            sample = ahead.popleft().result()  # uint8 (3, H, W) dates, float (1, H, W) mask with labels
+            if i + prefetch < len(dataset):
+                ahead.append(pool.submit(dataset.__getitem__, i + prefetch))
+            if group and (sample["A"].shape != group[0]["A"].shape or len(group) == batch_size):
+                yield from flush()
+            if predictor.one_window(*sample["A"].shape[-2:]):
+                group.append(sample)
+            else:
+                yield from flush()
+                yield sample, predictor(sample["A"], sample["B"])
+        yield from flush()
+
+
 def predict(cfg: DictConfig) -> dict[str, Any]:
     """Run the prediction described by ``cfg`` (conf/predict.yaml); return the summary."""
     check_options(cfg)
@@ -113,9 +146,9 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     metrics = change_metrics(threshold) if with_labels else None
     rows, pixels = [], 0
     start = time.perf_counter()
-    for i in tqdm(range(len(dataset)), desc="pairs", unit="pair", file=sys.stderr):
-        sample = dataset[i]  # uint8 (3, H, W) dates, float (1, H, W) mask with labels
-        probs = predictor(sample["A"], sample["B"])
+    progress = tqdm(total=len(dataset), desc="pairs", unit="pair", file=sys.stderr)
+    for sample, probs in predictions(predictor, dataset, cfg.batch_size):
+        progress.update()
         pred = (probs > threshold).numpy()
         pixels += pred.size
         name = f"{Path(sample['name']).stem}.png"
@@ -132,6 +165,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
             counts = pixel_counts(pred, target.numpy())
             # A score with a zero denominator stays empty, so sorting by F1 does not rank clean tiles last.
             rows.append({"name": sample["name"], **counts, **scores_from_counts(**counts, undefined=None)})
+    progress.close()
     seconds = time.perf_counter() - start
 
     summary: dict[str, Any] = {

@@ -13,10 +13,13 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
+from cdseg.atomic_write import write_png
+from cdseg.data.dataset import ChangeDetectionDataset, Pair
 from cdseg.inference.checkpoint import CheckpointError, load_checkpoint
+from cdseg.inference.predictor import Predictor
 from cdseg.inference.tiling import sliding_window
 from cdseg.metrics import scores_from_counts
-from predict import PredictError, predict
+from predict import PredictError, predict, predictions
 from tests.conftest import ROOT, SHARED_DATA
 
 
@@ -312,3 +315,42 @@ def test_per_image_scores_without_a_denominator_are_left_empty(
     assert clean["F1"] == clean["IoU"] == clean["precision"] == clean["recall"] == clean["kappa"] == ""
     assert float(clean["OA"]) == 1.0
     assert float(missed["F1"]) == 0.0 and float(missed["recall"]) == 0.0 and missed["precision"] == ""
+
+
+class CountingField(SmallField):
+    """SmallField that records the batch size of every forward pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        self.batches.append(a.shape[0])
+        return self.net(torch.cat([a, b], 1))  # logits
+
+
+def test_small_pairs_of_one_size_share_forward_passes_with_the_same_result(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    sizes = [32, 32, 32, 32, 32, 48, 48, 32, 80]  # 80 > tile_size 64: window by window
+    pairs = []
+    for i, size in enumerate(sizes):
+        files = []
+        for part in ("A", "B"):
+            (tmp_path / part).mkdir(exist_ok=True)
+            files.append(tmp_path / part / f"{i}.png")
+            write_png(files[-1], np.random.default_rng(i).integers(0, 255, (size, size, 3), dtype=np.uint8))
+        pairs.append(Pair(f"{i}.png", *files, None))
+    dataset = ChangeDetectionDataset(pairs)
+
+    def run(batch_size: int) -> tuple[list[str], list[torch.Tensor], list[int]]:
+        net = CountingField()
+        predictor = Predictor(net, {"data": {}}, device="cpu", tile_size=64, overlap=16, batch_size=batch_size)
+        out = list(predictions(predictor, dataset, batch_size))
+        return [s["name"] for s, _ in out], [p for _, p in out], net.batches
+
+    names, batched, passes = run(4)
+    single_names, single, single_passes = run(1)
+    assert names == single_names == [p.name for p in pairs]  # every pair, in order
+    assert passes[:4] == [4, 1, 2, 1] and len(single_passes) > len(passes)  # 4+1 of 32, 2 of 48, 1 of 32, windows
+    for x, y, size in zip(batched, single, sizes, strict=True):
+        assert x.shape == (size, size) and torch.allclose(x, y, atol=1e-6)

@@ -85,12 +85,31 @@ class Predictor:
                 total += p.flip(dims) if dims else p
         return total / (len(self.flips) * len(self.orders))
 
+    def _preprocess(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.transform({"A": tv_tensors.Image(a), "B": tv_tensors.Image(b)})
+        return x["A"].as_subclass(torch.Tensor), x["B"].as_subclass(torch.Tensor)
+
+    def one_window(self, height: int, width: int) -> bool:
+        """Whether a pair of this size is predicted in a single window, so that pairs of its size can
+        share a forward pass (:meth:`many`); a run trained on resized images never is."""
+        size = self.tiling["tile_size"]
+        return self.config.get("data", {}).get("resize") is None and height <= size and width <= size
+
     def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """(3, H, W) uint8 dates -> (H, W) float32 probabilities on the host."""
         h, w = a.shape[-2:]
-        x = self.transform({"A": tv_tensors.Image(a), "B": tv_tensors.Image(b)})
-        a, b = (x[k].as_subclass(torch.Tensor) for k in ("A", "B"))
+        a, b = self._preprocess(a, b)
         probs = sliding_window(self.windows, a, b, **self.tiling, device=self.device)
         if probs.shape != (h, w):  # a model trained on resized images predicted at that scale
             probs = F.interpolate(probs[None, None], size=(h, w), mode="bilinear")[0, 0]
         return probs
+
+    def many(self, pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
+        """Pairs of one size, each a single window (:meth:`one_window`), in one forward pass: what
+        keeps a GPU busy on a folder of small chips. Each result is the pair's (H, W) probabilities."""
+        if len({a.shape for a, _ in pairs}) > 1:
+            raise ValueError(f"pairs of one size only, got {sorted({tuple(a.shape) for a, _ in pairs})}")
+        inputs = [self._preprocess(a, b) for a, b in pairs]
+        a = torch.stack([x for x, _ in inputs]).to(self.device)
+        b = torch.stack([y for _, y in inputs]).to(self.device)
+        return list(self.windows(a, b)[:, 0].float().cpu())

@@ -1,0 +1,26 @@
+"""A smoke run of the one benchmark command (benchmarks/run.py --quick): every section measures
+something and the JSON says where and how."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+
+def test_the_benchmark_command_runs_every_section(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--out", str(out), "--work", str(tmp_path)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["device"] and report["torch"] and "--quick" in report["command"]
+    sections = {row["section"] for row in report["rows"]}
+    assert sections == {"train", "flops", "data", "predict", "startup", "models"}
+    for row in report["rows"]:
+        figures = [v for k, v in row.items() if isinstance(v, float) and "mem" not in k]
+        assert figures and all(v > 0 for v in figures), row
+        assert f"[{row['section']}] {row['what']}" in proc.stdout
+    train = next(r for r in report["rows"] if r["section"] == "train")
+    assert train["ratio"] == train["lightning_pairs_per_s"] / train["plain_pairs_per_s"]
