@@ -103,11 +103,11 @@ def prepare_output(output: str, overwrite: bool, with_labels: bool, save_probs: 
 
 
 def predictions(
-    predictor: Predictor, dataset: ChangeDetectionDataset, batch_size: int, prefetch: int = 4
+    predictor: Predictor, dataset: ChangeDetectionDataset, prefetch: int = 4
 ) -> Iterator[tuple[dict[str, Any], torch.Tensor]]:
     """``(sample, (H, W) probabilities)`` for every pair, in order. Consecutive pairs of one size that
-    fit a single window share a forward pass, ``batch_size`` at a time; larger ones go window by
-    window. Pairs are decoded ``prefetch`` ahead in threads (decoding releases the GIL)."""
+    fit a single window share a forward pass (:meth:`Predictor.per_pass` at a time); larger ones go
+    window by window. Pairs are decoded ``prefetch`` ahead in threads (decoding releases the GIL)."""
     group: list[dict[str, Any]] = []
 
     def flush() -> Iterator[tuple[dict[str, Any], torch.Tensor]]:
@@ -121,7 +121,9 @@ def predictions(
             sample = ahead.popleft().result()  # uint8 (3, H, W) dates, float (1, H, W) mask with labels
             if i + prefetch < len(dataset):
                 ahead.append(pool.submit(dataset.__getitem__, i + prefetch))
-            if group and (sample["A"].shape != group[0]["A"].shape or len(group) == batch_size):
+            if group and (
+                sample["A"].shape != group[0]["A"].shape or len(group) == predictor.per_pass(*group[0]["A"].shape[-2:])
+            ):
                 yield from flush()
             if predictor.one_window(*sample["A"].shape[-2:]):
                 group.append(sample)
@@ -147,7 +149,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     rows, pixels = [], 0
     start = time.perf_counter()
     progress = tqdm(total=len(dataset), desc="pairs", unit="pair", file=sys.stderr)
-    for sample, probs in predictions(predictor, dataset, cfg.batch_size):
+    for sample, probs in predictions(predictor, dataset):
         progress.update()
         pred = (probs > threshold).numpy()
         pixels += pred.size

@@ -223,7 +223,7 @@ def test_real_levir_tiles(trained_run: dict, tmp_path: Path) -> None:
     [
         ("overlap=2000", r"overlap must be in \[0, tile_size\)"),
         ("blend=median", "blend must be 'gaussian' or 'mean'"),
-        ("batch_size=0", "batch_size must be positive"),
+        ("batch_size=0", "batch_size must be a positive integer or auto, got 0"),
         ("save_probs=tiff", "save_probs must be false, png or npy"),
         ("threshold=1.5", r"threshold must be in \(0, 1\)"),
         ("precision=8", "precision must be one of"),
@@ -345,7 +345,7 @@ def test_small_pairs_of_one_size_share_forward_passes_with_the_same_result(tmp_p
     def run(batch_size: int) -> tuple[list[str], list[torch.Tensor], list[int]]:
         net = CountingField()
         predictor = Predictor(net, {"data": {}}, device="cpu", tile_size=64, overlap=16, batch_size=batch_size)
-        out = list(predictions(predictor, dataset, batch_size))
+        out = list(predictions(predictor, dataset))
         return [s["name"] for s, _ in out], [p for _, p in out], net.batches
 
     names, batched, passes = run(4)
@@ -354,3 +354,9 @@ def test_small_pairs_of_one_size_share_forward_passes_with_the_same_result(tmp_p
     assert passes[:4] == [4, 1, 2, 1] and len(single_passes) > len(passes)  # 4+1 of 32, 2 of 48, 1 of 32, windows
     for x, y, size in zip(batched, single, sizes, strict=True):
         assert x.shape == (size, size) and torch.allclose(x, y, atol=1e-6)
+
+
+def test_auto_batch_size_keeps_a_cpu_pass_cache_sized() -> None:
+    predictor = Predictor(SmallField(), {"data": {}}, device="cpu")
+    assert [predictor.per_pass(s, s) for s in (64, 256, 512, 1024)] == [64, 4, 1, 1]
+    assert Predictor(SmallField(), {"data": {}}, device="cpu", batch_size=3).per_pass(64, 64) == 3

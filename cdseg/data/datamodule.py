@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from cdseg.config import int_problem, raise_problems
 from cdseg.data.cache import CACHE_MODES, check_cache_memory
 from cdseg.data.dataset import DEFAULT_EXTENSIONS, ChangeDetectionDataset, DatasetError, find_pairs
+from cdseg.data.device_augment import DeviceAugment, batch_generator
 from cdseg.data.duplicates import duplicate_pairs
 from cdseg.data.sampler import SeededSampler
 from cdseg.data.synthetic import ensure_synthetic
@@ -26,6 +27,7 @@ from cdseg.data.transforms import (
     Augment,
     build_transforms,
     eval_transform,
+    host_crop,
     resize_problem,
 )
 from cdseg.errors import ConfigError
@@ -54,6 +56,9 @@ class ChangeDetectionDataModule(L.LightningDataModule):
         seed: the training order and augmentation of epoch e are a function of (seed, e) alone
             (:class:`cdseg.data.sampler.SeededSampler`).
         resize, mean, std: what evaluation (and predict.py) does to a pair: :func:`cdseg.data.transforms.eval_transform`.
+        augment_on: ``"device"`` crops on the host and applies the rest of the training augmentation
+            to each batch on the accelerator (:mod:`cdseg.data.device_augment`); ``"host"`` does it all
+            in the loader.
         cache: ``"ram"`` keeps every split decoded in memory (:mod:`cdseg.data.cache` checks that it
             fits first), so a training sample is a crop and its augmentation rather than three image
             decodes; ``None`` decodes per sample.
@@ -77,6 +82,7 @@ class ChangeDetectionDataModule(L.LightningDataModule):
         synthetic: dict[str, int] | None = None,
         seed: int = 0,
         cache: str | None = None,
+        augment_on: str = "host",
         **augment: Any,
     ) -> None:
         super().__init__()
@@ -89,6 +95,7 @@ class ChangeDetectionDataModule(L.LightningDataModule):
             int_problem("data.eval_batch_size", eval_batch_size, optional=True),
             resize_problem(resize),
             None if cache in CACHE_MODES else f"data.cache must be null or ram, got {cache!r}",
+            None if augment_on in ("host", "device") else f"data.augment_on must be host or device, got {augment_on!r}",
         ]
         try:
             self.augment = Augment(**augment)
@@ -112,7 +119,12 @@ class ChangeDetectionDataModule(L.LightningDataModule):
         self.cache = cache
         self.mean, self.std = mean, std
         preprocess = {"resize": resize, "mean": mean, "std": std}
-        self.train_transform = build_transforms(self.augment, **preprocess)
+        self.augment_on = augment_on
+        if augment_on == "device":  # the host crops; the batch is augmented where it trains
+            self.train_transform = host_crop(self.augment, resize)
+            self.device_augment = DeviceAugment(self.augment, mean, std)
+        else:
+            self.train_transform = build_transforms(self.augment, **preprocess)
         self.eval_transform = eval_transform(preprocess)
         self.datasets: dict[str, ChangeDetectionDataset] = {}
 
@@ -185,6 +197,12 @@ class ChangeDetectionDataModule(L.LightningDataModule):
             rank_zero_warn(f"{self.root}: {warning}")
         if errors:
             raise DatasetError(f"{self.root}: " + "; ".join(errors))
+
+    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        if self.augment_on == "device" and self.trainer is not None and self.trainer.training:
+            g = batch_generator(batch["A"].device, self.seed, self.trainer.current_epoch, batch["name"])
+            batch = self.device_augment(batch, g)
+        return batch
 
     def _sampler(self, dataset: ChangeDetectionDataset, train: bool) -> SeededSampler:
         # The datamodule distributes samples itself (trainer use_distributed_sampler: false), so

@@ -133,6 +133,17 @@ class Augment:
         return steps
 
 
+def host_crop(augment: Augment, resize: int | Sequence[int] | None = None) -> v2.Compose:
+    """What the host still does for ``data.augment_on=device``: the resize and the random crop, on
+    uint8 (the rest runs on the batch: :mod:`cdseg.data.device_augment`)."""
+    steps: list[nn.Module] = []
+    if resize is not None:
+        steps.append(v2.Resize(list(resize) if isinstance(resize, Sequence) else [resize, resize], antialias=True))
+    if augment.crop_size:
+        steps.append(RandomCropUpTo(augment.crop_size))
+    return v2.Compose(steps)
+
+
 def resize_problem(resize: Any) -> str | None:
     """What is wrong with a ``data.resize`` value (None when nothing)."""
     size = list(resize) if isinstance(resize, Sequence) else [resize, resize]

@@ -19,6 +19,10 @@ from cdseg.inference.tiling import Blend, sliding_window
 from cdseg.precision import AUTOCAST_DTYPES, runnable_precision
 
 TTA = ("flip", "swap")  # horizontal/vertical flips; the exchange of A and B
+# Pixels per date in one forward pass for batch_size=auto. A CPU runs fastest when a pass's
+# activations stay near its caches (about 3x more Mpx/s with one 512 window than with four 1024
+# windows, BENCHMARKS.md); a GPU wants large passes to fill its cores.
+PASS_PIXELS = {"cpu": 2**18, "cuda": 2**22}
 
 
 def _device(name: str | torch.device) -> torch.device:
@@ -41,7 +45,8 @@ class Predictor:
         precision: a name of :data:`cdseg.precision.AUTOCAST_DTYPES`; on a CPU, GPU-only or
             emulated precisions fall back as in training.
         tta: any of :data:`TTA`; the probabilities are averaged over them.
-        tile_size, overlap, batch_size, blend: sliding windows (:func:`cdseg.inference.tiling.sliding_window`).
+        tile_size, overlap, batch_size, blend: sliding windows (:func:`cdseg.inference.tiling.sliding_window`);
+            ``batch_size="auto"`` sizes each forward pass by :data:`PASS_PIXELS`.
     """
 
     def __init__(
@@ -53,7 +58,7 @@ class Predictor:
         tta: Sequence[str] = (),
         tile_size: int = 1024,
         overlap: int = 64,
-        batch_size: int = 4,
+        batch_size: int | str = "auto",
         blend: Blend = "gaussian",
     ) -> None:
         self.device = _device(device)
@@ -63,7 +68,8 @@ class Predictor:
         self.dtype = AUTOCAST_DTYPES[runnable_precision(precision, self.device.type == "cpu", "precision")]
         self.flips = [(), (-1,), (-2,)] if "flip" in tta else [()]
         self.orders = [False, True] if "swap" in tta else [False]
-        self.tiling = {"tile_size": tile_size, "overlap": overlap, "batch_size": batch_size, "blend": blend}
+        self.batch_size = batch_size
+        self.tiling = {"tile_size": tile_size, "overlap": overlap, "blend": blend}
 
     @classmethod
     def from_checkpoint(cls, spec: str | Path, runs_dir: str | Path, **options: Any) -> Predictor:
@@ -89,6 +95,12 @@ class Predictor:
         x = self.transform({"A": tv_tensors.Image(a), "B": tv_tensors.Image(b)})
         return x["A"].as_subclass(torch.Tensor), x["B"].as_subclass(torch.Tensor)
 
+    def per_pass(self, height: int, width: int) -> int:
+        """Windows (or pairs) of this size in one forward pass."""
+        if self.batch_size != "auto":
+            return int(self.batch_size)
+        return max(1, PASS_PIXELS.get(self.device.type, PASS_PIXELS["cuda"]) // (height * width))
+
     def one_window(self, height: int, width: int) -> bool:
         """Whether a pair of this size is predicted in a single window, so that pairs of its size can
         share a forward pass (:meth:`many`); a run trained on resized images never is."""
@@ -99,7 +111,9 @@ class Predictor:
         """(3, H, W) uint8 dates -> (H, W) float32 probabilities on the host."""
         h, w = a.shape[-2:]
         a, b = self._preprocess(a, b)
-        probs = sliding_window(self.windows, a, b, **self.tiling, device=self.device)
+        side = self.tiling["tile_size"]
+        batch = self.per_pass(min(side, a.shape[-2]), min(side, a.shape[-1]))
+        probs = sliding_window(self.windows, a, b, **self.tiling, batch_size=batch, device=self.device)
         if probs.shape != (h, w):  # a model trained on resized images predicted at that scale
             probs = F.interpolate(probs[None, None], size=(h, w), mode="bilinear")[0, 0]
         return probs

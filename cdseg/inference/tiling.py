@@ -48,14 +48,14 @@ def _windows(h: int, w: int, th: int, tw: int, overlap: int) -> Iterator[tuple[i
             yield top, left
 
 
-def check_tiling(tile_size: int, overlap: int, batch_size: int, blend: str) -> None:
+def check_tiling(tile_size: int, overlap: int, batch_size: int | str, blend: str) -> None:
     """Raise ValueError naming the option that is out of range."""
     if tile_size < 1:
         raise ValueError(f"tile_size must be positive, got {tile_size}")
     if not 0 <= overlap < tile_size:
         raise ValueError(f"overlap must be in [0, tile_size), got overlap={overlap}, tile_size={tile_size}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if batch_size != "auto" and not (isinstance(batch_size, int) and batch_size >= 1):
+        raise ValueError(f"batch_size must be a positive integer or auto, got {batch_size!r}")
     if blend not in ("gaussian", "mean"):
         raise ValueError(f"blend must be 'gaussian' or 'mean', got {blend!r}")
 
