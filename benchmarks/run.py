@@ -492,6 +492,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=list(SECTIONS))
     parser.add_argument("--quick", action="store_true", help="a smoke run of seconds; its figures mean nothing")
     parser.add_argument("--workers", nargs="+", type=int, default=None, help="loader workers to train with")
+    parser.add_argument("--rounds", type=int, default=None, help="alternations of the contenders (default 3)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
     args = parser.parse_args(argv)
@@ -528,6 +529,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             predict_sets=[(64, 256), (4, 1024), (1, 4096)],
         )
     )
+    if args.rounds is not None:
+        settings["rounds"] = args.rounds
     for key, value in settings.items():
         setattr(args, key, value)
     if args.workers is None:

@@ -20,9 +20,9 @@ from cdseg.precision import AUTOCAST_DTYPES, runnable_precision
 
 TTA = ("flip", "swap")  # horizontal/vertical flips; the exchange of A and B
 # Pixels per date in one forward pass for batch_size=auto. A CPU runs fastest when a pass's
-# activations stay near its caches (about 3x more Mpx/s with one 512 window than with four 1024
-# windows, BENCHMARKS.md); a GPU wants large passes to fill its cores.
-PASS_PIXELS = {"cpu": 2**18, "cuda": 2**22}
+# activations stay near its caches (siamese_unet: about 1.4 Mpx/s in passes of one 256 window, 1.1
+# in passes of four, 0.45 with one 1024 window; BENCHMARKS.md); a GPU wants large passes to fill its cores.
+PASS_PIXELS = {"cpu": 2**16, "cuda": 2**22}
 
 
 def _device(name: str | torch.device) -> torch.device:
