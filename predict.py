@@ -33,7 +33,7 @@ from cdseg.errors import CdsegError
 from cdseg.inference.predictor import TTA, Predictor
 from cdseg.inference.tiling import check_tiling
 from cdseg.inference.visualize import error_map, overlay
-from cdseg.metrics import change_metrics, pixel_counts, scores_from_counts
+from cdseg.metrics import change_metrics, object_counts, object_scores, pixel_counts, scores_from_counts
 from cdseg.overrides import exit_on_unknown_keys
 from cdseg.precision import AUTOCAST_DTYPES
 
@@ -165,8 +165,10 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
             metrics.update(probs[None], target[None].long())
             write_png(out / "error" / name, error_map(pred, target.numpy()))
             counts = pixel_counts(pred, target.numpy())
+            objects = object_counts(pred, target.numpy())
             # A score with a zero denominator stays empty, so sorting by F1 does not rank clean tiles last.
-            rows.append({"name": sample["name"], **counts, **scores_from_counts(**counts, undefined=None)})
+            scores = {**scores_from_counts(**counts, undefined=None), **object_scores(**objects, undefined=None)}
+            rows.append({"name": sample["name"], **counts, **objects, **scores})
     progress.close()
     seconds = time.perf_counter() - start
 
@@ -182,6 +184,9 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     if metrics is not None:
         summary["metrics"] = {k: float(v) for k, v in metrics.compute().items()}
         summary["counts"] = {k: sum(r[k] for r in rows) for k in ("TP", "FP", "FN", "TN")}
+        objects = {k: sum(r[k] for r in rows) for k in ("objects_true", "objects_pred", "obj_TP", "obj_FP", "obj_FN")}
+        summary["metrics"] |= object_scores(**objects)
+        summary["counts"] |= objects
         scores = {**summary["metrics"], **summary["counts"], "threshold": threshold}
         write_text(out / "metrics.json", json.dumps(scores, indent=2) + "\n")
         table = io.StringIO()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import traceback
 import warnings
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
@@ -169,8 +171,18 @@ def main(cfg: DictConfig) -> float | None:
         try:
             with exit_on_stop_signal():  # Ctrl-C or SIGTERM: exit 130 or 143 with the resume command
                 results = train(cfg)
-        except CdsegError as e:
+        except Exception as e:
+            sweep = HydraConfig.get().mode == RunMode.MULTIRUN
+            if sweep:  # the job is listed as failed in the sweep summary; the other jobs go on
+                RunFolder(cfg.paths.output_dir).write_failure(f"{type(e).__name__}: {e}")
+            if not isinstance(e, CdsegError):
+                if not sweep:
+                    raise
+                traceback.print_exc()  # an unexpected failure: its traceback, in the job's log too
+                return None
             print(f"error: {e}", file=sys.stderr)
+            if sweep:
+                return None
             if cfg.get("ckpt_path") is None and not isinstance(e, NonFiniteError):  # refused at start: no folder
                 RunFolder(cfg.paths.output_dir).remove_if_refused(cfg.paths.runs_dir, since=_STARTED)
             raise SystemExit(1) from None

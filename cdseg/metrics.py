@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 from torch import Tensor
-from torchmetrics import MetricCollection
+from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import (
     BinaryAccuracy,
     BinaryCohenKappa,
@@ -83,3 +84,92 @@ def scores_from_counts(TP: int, FP: int, FN: int, TN: int, undefined: float | No
 def score_line(stage: str, scores: dict[str, float]) -> str:
     """`` test: F1 0.8498  IoU 0.7389 ...`` from ``{"test/F1": ...}`` (or ``{"F1": ...}``) scores."""
     return f"{stage:>5}: " + "  ".join(f"{k.split('/')[-1]} {v:.4f}" for k, v in scores.items())
+
+
+OBJECT_IOU = 0.5  # a predicted object is found when its IoU with a true object reaches this
+
+
+def object_counts(pred: np.ndarray, target: np.ndarray, iou: float = OBJECT_IOU) -> dict[str, int]:
+    """Objects (8-connected components of the change class) of boolean (H, W) prediction and truth,
+    matched one to one.
+
+    Matching rule: every (predicted, true) pair of overlapping objects is a candidate; candidates are
+    taken by decreasing IoU, and a pair whose IoU reaches ``iou`` is matched when neither object is
+    matched yet. A matched predicted object is a true positive, an unmatched one a false positive, an
+    unmatched true object a false negative.
+
+    Returns:
+        ``{"objects_true", "objects_pred", "obj_TP", "obj_FP", "obj_FN"}``.
+    """
+    n_pred, pred_labels = cv2.connectedComponents(np.asarray(pred, np.uint8), connectivity=8)
+    n_true, true_labels = cv2.connectedComponents(np.asarray(target, np.uint8), connectivity=8)
+    n_pred, n_true = n_pred - 1, n_true - 1  # label 0 is the background
+    matched = 0
+    if n_pred and n_true:
+        # Intersections of every (predicted, true) pair, from one joint histogram of the labels.
+        pairs = pred_labels.astype(np.int64).ravel() * (n_true + 1) + true_labels.ravel()
+        joint = np.bincount(pairs, minlength=(n_pred + 1) * (n_true + 1)).reshape(n_pred + 1, n_true + 1)
+        inter = joint[1:, 1:]
+        area_pred, area_true = joint[1:].sum(1), joint[:, 1:].sum(0)
+        p, t = np.nonzero(inter)
+        ious = inter[p, t] / (area_pred[p] + area_true[t] - inter[p, t])
+        used_pred, used_true = set(), set()
+        for k in np.argsort(-ious, kind="stable"):
+            if ious[k] < iou:
+                break
+            if p[k] not in used_pred and t[k] not in used_true:
+                used_pred.add(p[k])
+                used_true.add(t[k])
+        matched = len(used_pred)
+    return {
+        "objects_true": n_true,
+        "objects_pred": n_pred,
+        "obj_TP": matched,
+        "obj_FP": n_pred - matched,
+        "obj_FN": n_true - matched,
+    }
+
+
+def object_scores(
+    obj_TP: int, obj_FP: int, obj_FN: int, undefined: float | None = 0.0, **_: int
+) -> dict[str, float | None]:  # noqa: N803
+    """Object-level precision, recall and F1 from :func:`object_counts` (summed over images)."""
+
+    def ratio(num: float, den: float) -> float | None:
+        return num / den if den else undefined
+
+    return {
+        "obj_precision": ratio(obj_TP, obj_TP + obj_FP),
+        "obj_recall": ratio(obj_TP, obj_TP + obj_FN),
+        "obj_F1": ratio(2 * obj_TP, 2 * obj_TP + obj_FP + obj_FN),
+    }
+
+
+class ObjectMetrics(Metric):
+    """:func:`object_counts` summed over every image of a split (and over DDP ranks); ``compute()``
+    gives the counts and :func:`object_scores`. Update with (B, 1, H, W) probabilities and targets."""
+
+    full_state_update = False
+
+    def __init__(self, threshold: float = 0.5, iou: float = OBJECT_IOU) -> None:
+        super().__init__()
+        self.threshold, self.iou = threshold, iou
+        for name in ("objects_true", "objects_pred", "obj_TP", "obj_FP", "obj_FN"):
+            self.add_state(name, default=torch.tensor(0), dist_reduce_fx="sum")
+
+    def update(self, probs: Tensor, target: Tensor) -> None:
+        preds = (probs > self.threshold).cpu().numpy()
+        truth = (target > 0).cpu().numpy()
+        for p, t in zip(preds, truth, strict=True):
+            for name, value in object_counts(p[0], t[0], self.iou).items():
+                setattr(self, name, getattr(self, name) + value)
+
+    def compute(self) -> dict[str, float]:
+        counts = {
+            name: int(getattr(self, name)) for name in ("objects_true", "objects_pred", "obj_TP", "obj_FP", "obj_FN")
+        }
+        return {
+            **object_scores(**counts),
+            "objects_true": counts["objects_true"],
+            "objects_pred": counts["objects_pred"],
+        }

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from cdseg.errors import CdsegError
-from cdseg.metrics import change_metrics
+from cdseg.metrics import ObjectMetrics, change_metrics
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
@@ -59,6 +59,7 @@ class ChangeDetectionModule(L.LightningModule):
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+        self.test_objects = ObjectMetrics(threshold)  # objects: connected components of the change class
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return self.net(a, b)
@@ -96,7 +97,14 @@ class ChangeDetectionModule(L.LightningModule):
         self._step(batch, "val")
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._step(batch, "test")
+        logits = self._step(batch, "test")[1]
+        self.test_objects.update(torch.sigmoid(logits.detach().float()), batch["mask"])
+
+    def on_test_epoch_end(self) -> None:
+        # compute() already sums the counts over every rank.
+        for name, value in self.test_objects.compute().items():
+            self.log(f"test/{name}", float(value), sync_dist=False)
+        self.test_objects.reset()
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         """(B, 1, H, W) change probabilities."""

@@ -28,7 +28,17 @@ FORBIDDEN = {
     "cdseg/runs/checkpoint.py": ("lightning",),
     **{
         f"cdseg/data/{name}.py": ("lightning",)
-        for name in ("dataset", "transforms", "sampler", "synthetic", "check", "duplicates")
+        for name in (
+            "dataset",
+            "transforms",
+            "sampler",
+            "synthetic",
+            "check",
+            "duplicates",
+            "cache",
+            "tile",
+            "device_augment",
+        )
     },
     **{
         f"cdseg/{name}.py": ("cdseg.runs",)

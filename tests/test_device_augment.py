@@ -51,10 +51,7 @@ def test_the_device_batch_draws_the_hosts_geometric_distribution() -> None:
     augment = Augment(hflip=0.5, vflip=0.5, rot90=True, swap=0.5)
     host = build_transforms(augment, mean=None, std=None)
     torch.manual_seed(0)
-    outs = [
-        host({"A": tv_tensors.Image(a), "B": tv_tensors.Image(b), "mask": tv_tensors.Mask(mask)})
-        for _ in range(n)
-    ]
+    outs = [host({"A": tv_tensors.Image(a), "B": tv_tensors.Image(b), "mask": tv_tensors.Mask(mask)}) for _ in range(n)]
     host_found = _outcomes(
         torch.stack([(o["A"] * 255).round() for o in outs]),
         torch.stack([(o["B"] * 255).round() for o in outs]),

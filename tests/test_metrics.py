@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from cdseg.data import ChangeDetectionDataModule
-from cdseg.metrics import change_metrics
+from cdseg.metrics import ObjectMetrics, change_metrics, object_counts, object_scores
 from cdseg.module import ChangeDetectionModule
 
 
@@ -96,3 +96,57 @@ def test_module_metrics_equal_numpy_over_the_whole_split(tiny_data: Path) -> Non
         targets.append(np.asarray(Image.open(tiny_data / "val" / "label" / name)) > 0)
     want = reference(np.stack(preds), np.stack(targets))
     assert {k: got[f"val/{k}"] for k in want} == pytest.approx(want, abs=1e-5)
+
+
+def _mask(shape: tuple[int, int], *boxes: tuple[int, int, int, int]) -> np.ndarray:
+    out = np.zeros(shape, bool)
+    for top, left, bottom, right in boxes:
+        out[top:bottom, left:right] = True
+    return out
+
+
+def test_objects_are_matched_one_to_one_by_iou() -> None:
+    truth = _mask((20, 20), (1, 1, 5, 5), (10, 10, 15, 15), (1, 15, 3, 18))
+    pred = _mask(
+        (20, 20),
+        (1, 1, 5, 4),  # IoU 12/16 = 0.75 with the first true object: found
+        (10, 10, 12, 12),  # IoU 4/25 with the second: too little, a false positive
+        (17, 1, 19, 3),  # overlaps nothing: a false positive
+    )
+    counts = object_counts(pred, truth)
+    assert counts == {"objects_true": 3, "objects_pred": 3, "obj_TP": 1, "obj_FP": 2, "obj_FN": 2}
+    assert object_scores(**counts) == {"obj_precision": 1 / 3, "obj_recall": 1 / 3, "obj_F1": 1 / 3}
+
+
+def test_a_predicted_object_matches_at_most_one_true_object() -> None:
+    truth = _mask((10, 20), (2, 2, 8, 8), (2, 10, 8, 16))
+    merged = _mask((10, 20), (2, 2, 8, 16))  # IoU 36/84 with each true object: neither is found
+    assert object_counts(merged, truth) == {"objects_true": 2, "objects_pred": 1, "obj_TP": 0, "obj_FP": 1, "obj_FN": 2}
+    wide = _mask((10, 20), (2, 2, 8, 11))  # IoU 36/54 with the first, 6/54 with the second: one match
+    assert object_counts(wide, truth) == {"objects_true": 2, "objects_pred": 1, "obj_TP": 1, "obj_FP": 0, "obj_FN": 1}
+    # Diagonal neighbours are one object (8-connectivity); an empty pair scores 0, or None when asked.
+    diagonal = _mask((4, 4), (0, 0, 1, 1), (1, 1, 2, 2))
+    assert object_counts(diagonal, diagonal) == {
+        "objects_true": 1,
+        "objects_pred": 1,
+        "obj_TP": 1,
+        "obj_FP": 0,
+        "obj_FN": 0,
+    }
+    empty = object_counts(np.zeros((4, 4), bool), np.zeros((4, 4), bool))
+    assert object_scores(**empty)["obj_F1"] == 0.0 and object_scores(**empty, undefined=None)["obj_F1"] is None
+
+
+def test_object_metrics_sum_over_the_split() -> None:
+    truth = np.stack([_mask((12, 12), (0, 0, 4, 4)), _mask((12, 12), (6, 6, 10, 10), (0, 8, 2, 12))])
+    pred = np.stack([_mask((12, 12), (0, 0, 4, 4)), _mask((12, 12), (6, 6, 10, 10))])
+    metric = ObjectMetrics()
+    for i in range(2):  # one image per update: the counts add up
+        metric.update(torch.from_numpy(pred[i : i + 1, None]).float(), torch.from_numpy(truth[i : i + 1, None]).long())
+    assert metric.compute() == {
+        "obj_precision": 1.0,
+        "obj_recall": 2 / 3,
+        "obj_F1": 0.8,
+        "objects_true": 3,
+        "objects_pred": 2,
+    }

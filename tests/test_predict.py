@@ -82,8 +82,10 @@ def test_outputs_and_metrics_match_training_and_the_written_masks(
         assert sorted(p.name for p in (out / sub).iterdir()) == names
     saved = json.loads((out / "metrics.json").read_text())
     # 1. The test metrics train.py reported for the same checkpoint and data.
-    for k in ("F1", "IoU", "precision", "recall", "OA", "kappa"):
+    for k in ("F1", "IoU", "precision", "recall", "OA", "kappa", "obj_F1", "obj_precision", "obj_recall"):
         assert saved[k] == pytest.approx(trained_run["test"][f"test/{k}"], abs=1e-6), k
+    assert saved["objects_true"] == trained_run["test"]["test/objects_true"] > 0
+    assert saved["objects_pred"] == trained_run["test"]["test/objects_pred"]
     # 2. A recomputation from the written masks and the labels.
     counts = dict.fromkeys(("TP", "FP", "FN", "TN"), 0)
     for n in names:

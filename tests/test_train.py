@@ -1,5 +1,6 @@
 """train.py through the real composed config, shrunk to seconds."""
 
+import csv
 import json
 import os
 import re
@@ -137,26 +138,48 @@ def test_bad_model_option_is_a_clear_error(tiny_data: Path, tmp_path: Path) -> N
     assert "model.fusion must be one of" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_multirun_makes_one_folder_per_job(tiny_data: Path, tmp_path: Path) -> None:
+def test_multirun_makes_one_folder_per_job_and_ends_with_a_summary(tiny_data: Path, tmp_path: Path) -> None:
     overrides = [o for o in tiny_overrides(tiny_data, tmp_path) if not o.startswith(("paths.", "model.base"))]
     proc = run_cli(
         "-m",
-        "model.base=2,4",
+        "model.base=2,0",  # base 0 is refused: those jobs fail, the others run
+        "seed=0,1",
         *overrides,
         "+trainer.fast_dev_run=true",
         f"hydra.sweep.dir={tmp_path}/sweep",
         cwd=tmp_path,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    jobs = sorted((tmp_path / "sweep").glob("[0-9]*"))
-    assert [j.name for j in jobs] == ["0", "1"]
-    assert [OmegaConf.load(j / "config.yaml").model.base for j in jobs] == [2, 4]
-    assert all((j / "metrics.json").exists() for j in jobs)
-    for job in jobs:  # each job's log file holds what its console showed
+    assert proc.returncode == 1 and "error: 2 job(s) failed" in proc.stderr, proc.stderr[-3000:]
+    jobs = sorted((tmp_path / "sweep").glob("[0-9]*"), key=lambda j: int(j.name))
+    assert [j.name for j in jobs] == ["0", "1", "2", "3"]
+    ok = [j for j in jobs if "model.base=2" in OmegaConf.load(j / ".hydra" / "overrides.yaml")]
+    assert len(ok) == 2 and all((j / "metrics.json").exists() for j in ok)
+    failed = [j for j in jobs if j not in ok]
+    assert all("model.base" in (j / "failed.txt").read_text() for j in failed)
+    for job in ok:  # each job's log file holds what its console showed
         log = (job / "train.log").read_text()
         assert f"run folder: {job}" in log and "GPU available" in log and " test: F1" in log
     said = proc.stdout + proc.stderr  # what is not about the run is not said
     assert "Tip:" not in said and "LeafSpec" not in said and "GPU available" in said
+
+    # The summary: a row per job, a row per setting with the mean and sd over its seeds.
+    rows = list(csv.DictReader((tmp_path / "sweep" / "summary.csv").read_text().splitlines()))
+    assert [r["job"] for r in rows] == ["0", "1", "2", "3"]
+    for row, job in zip(rows, jobs, strict=True):
+        if job in ok:
+            test = json.loads((job / "metrics.json").read_text())["test"]
+            assert row["status"] == "ok" and float(row["test/F1"]) == pytest.approx(test["test/F1"])
+        else:
+            assert row["status"].startswith("failed: ") and "model.base" in row["status"]
+    settings = list(csv.DictReader((tmp_path / "sweep" / "summary_settings.csv").read_text().splitlines()))
+    (good,) = [s for s in settings if "model.base=2" in s["setting"]]
+    f1s = [json.loads((j / "metrics.json").read_text())["test"]["test/F1"] for j in ok]
+    assert (int(good["jobs"]), int(good["failed"])) == (2, 0) and "seed=" not in good["setting"]
+    assert float(good["test/F1 mean"]) == pytest.approx(sum(f1s) / 2)
+    assert float(good["test/F1 sd"]) == pytest.approx(abs(f1s[0] - f1s[1]) / 2**0.5)
+    (bad,) = [s for s in settings if "model.base=0" in s["setting"]]
+    assert (int(bad["jobs"]), int(bad["failed"])) == (2, 2)
+    assert "| setting | jobs | failed |" in proc.stdout and (tmp_path / "sweep" / "summary.md").is_file()
 
 
 def test_tiny_run_beats_the_classical_baseline(tmp_path: Path) -> None:

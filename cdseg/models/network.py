@@ -18,8 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from cdseg.config import build
-from cdseg.errors import ConfigError
+from cdseg.config import build, int_problem, raise_problems
 
 RUNTIME_OPTIONS = ("channels_last", "compile")
 
@@ -33,17 +32,17 @@ def split_runtime(node: Any) -> tuple[Any, dict[str, bool]]:
 
 
 def runtime_problems(node: Any) -> list[str]:
-    """The runtime options that are not true or false, named."""
-    _, runtime = split_runtime(node)
-    return [f"model.{k} must be true or false, got {v!r}" for k, v in runtime.items() if not isinstance(v, bool)]
+    """The runtime options that are not true or false, and a width that is not positive, named (a
+    width of 0 would otherwise fail inside the first convolution)."""
+    spec, runtime = split_runtime(node)
+    problems = [f"model.{k} must be true or false, got {v!r}" for k, v in runtime.items() if not isinstance(v, bool)]
+    return problems + ([int_problem("model.base", spec["base"])] if spec.get("base") is not None else [])
 
 
 def build_network(node: Any, compile: bool | None = None, **kwargs: Any) -> nn.Module:
     """The ``nn.Module`` of a model config (``kwargs`` go to its constructor), in its memory format,
     compiled if asked (``compile`` overrides the config's choice, e.g. False for prediction)."""
-    problems = runtime_problems(node)
-    if problems:
-        raise ConfigError("; ".join(problems))
+    raise_problems(runtime_problems(node))
     spec, runtime = split_runtime(node)
     net = build(spec, **kwargs)
     if runtime["channels_last"]:

@@ -4,6 +4,7 @@
     <run>/
       config.yaml          the composed, resolved config
       metrics.json         train.py's results: best-checkpoint val/*, test/*, the best checkpoint
+      failed.txt           a sweep job that failed: why (the sweep summary lists it)
       checkpoints/         best-epochNNN.ckpt, last.ckpt, interrupted.ckpt (after Ctrl-C or SIGTERM)
       train.log  tensorboard/  .hydra/
 
@@ -52,6 +53,7 @@ class RunFolder:
         self.path = Path(path)
         self.config = self.path / "config.yaml"
         self.metrics = self.path / "metrics.json"
+        self.failure = self.path / "failed.txt"  # a sweep job that failed: why (cdseg/runs/sweep.py)
         self.checkpoints = self.path / "checkpoints"
 
     def checkpoint(self, name: str) -> Path:
@@ -112,6 +114,10 @@ class RunFolder:
 
     def write_metrics(self, results: dict[str, Any]) -> None:
         write_text(self.metrics, json.dumps(results, indent=2) + "\n")
+
+    def write_failure(self, message: str) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_text(self.failure, message.rstrip() + "\n")
 
 
 def latest_run(runs_dir: str | Path) -> RunFolder | None:

@@ -1,0 +1,123 @@
+"""The answer at the end of a sweep: ``python train.py -m ...`` writes ``summary.md`` and
+``summary.csv`` into its multirun folder and prints the table.
+
+One row per job (its overrides, the best checkpoint's ``val/*``, ``test/*``, its folder, or "failed"
+and why), then one row per setting (the overrides without ``seed=``) with the mean and standard
+deviation over its seeds. A job that fails is recorded as failed (``failed.txt`` in its folder) and
+the others still run; the command then exits 1 after the summary.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from cdseg.atomic_write import write_text
+from cdseg.runs.folder import RunFolder
+
+KEY_METRICS = ("val/F1", "val/IoU", "test/F1", "test/IoU")  # the columns of the printed table
+
+
+def job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
+    """One dict per job folder of ``sweep_dir``: ``job``, ``overrides``, ``status``, metrics, ``folder``."""
+    rows = []
+    for file in sorted(sweep_dir.glob("*/.hydra/overrides.yaml"), key=lambda f: _job_order(f.parent.parent.name)):
+        folder = file.parent.parent
+        overrides = [str(o) for o in OmegaConf.load(file)]
+        row: dict[str, Any] = {"job": folder.name, "overrides": " ".join(overrides), "folder": str(folder)}
+        run = RunFolder(folder)
+        if run.metrics.is_file() and not run.failure.is_file():
+            results = json.loads(run.metrics.read_text())
+            row |= {"status": "ok", **results.get("val", {}), **results.get("test", {})}
+        else:
+            why = run.failure.read_text().strip() if run.failure.is_file() else "no metrics.json"
+            row |= {"status": f"failed: {why.splitlines()[0] if why else 'unknown'}"}
+        rows.append(row)
+    return rows
+
+
+def _job_order(name: str) -> tuple[int, str]:
+    number = name.split("_", 1)[0]
+    return (int(number), name) if number.isdigit() else (sys.maxsize, name)
+
+
+def setting_rows(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Jobs grouped by their overrides less ``seed=``: mean and standard deviation of each metric."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for job in jobs:
+        setting = " ".join(o for o in job["overrides"].split() if not o.lstrip("+~").startswith("seed="))
+        groups.setdefault(setting, []).append(job)
+    rows = []
+    for setting, members in groups.items():
+        done = [m for m in members if m["status"] == "ok"]
+        row: dict[str, Any] = {
+            "setting": setting or "(defaults)",
+            "jobs": len(members),
+            "failed": len(members) - len(done),
+        }
+        for key in sorted({k for m in done for k in m if "/" in k}):
+            values = [m[key] for m in done if key in m]
+            row[f"{key} mean"] = statistics.mean(values)
+            row[f"{key} sd"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        rows.append(row)
+    return rows
+
+
+def markdown(jobs: list[dict[str, Any]], settings: list[dict[str, Any]]) -> str:
+    metrics = [k for k in KEY_METRICS if any(k in j for j in jobs)]
+    lines = ["| job | overrides | " + " | ".join(metrics) + " | status | folder |"]
+    lines.append("|" + "---|" * (len(metrics) + 4))
+    for j in jobs:
+        cells = [f"{j[k]:.4f}" if k in j else "-" for k in metrics]
+        lines.append(
+            f"| {j['job']} | {j['overrides'] or '-'} | " + " | ".join(cells) + f" | {j['status']} | {j['folder']} |"
+        )
+    lines += ["", "| setting | jobs | failed | " + " | ".join(f"{k} mean ± sd" for k in metrics) + " |"]
+    lines.append("|" + "---|" * (len(metrics) + 3))
+    for s in settings:
+        cells = [f"{s[f'{k} mean']:.4f} ± {s[f'{k} sd']:.4f}" if f"{k} mean" in s else "-" for k in metrics]
+        lines.append(f"| {s['setting']} | {s['jobs']} | {s['failed']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def write_summary(sweep_dir: Path) -> tuple[str, int]:
+    """Write ``summary.md``, ``summary.csv`` (jobs) and ``summary_settings.csv``; return the markdown
+    and the number of failed jobs."""
+    jobs = job_rows(sweep_dir)
+    settings = setting_rows(jobs)
+    text = markdown(jobs, settings)
+    write_text(sweep_dir / "summary.md", text)
+    write_text(sweep_dir / "summary.csv", _csv(jobs))
+    write_text(sweep_dir / "summary_settings.csv", _csv(settings))
+    return text, sum(j["status"] != "ok" for j in jobs)
+
+
+class SweepSummary(Callback):
+    """Hydra callback (conf/train.yaml ``hydra.callbacks``): the summary when a multirun ends."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_dir():
+            return
+        text, failed = write_summary(sweep_dir)
+        print(f"\nsweep summary ({sweep_dir / 'summary.md'}):\n{text}")
+        if failed:
+            print(f"error: {failed} job(s) failed; see the table above", file=sys.stderr)
+            raise SystemExit(1)
