@@ -17,6 +17,11 @@ Sections (each figure is printed and written with the device, the settings and t
     predict  predict.py's Mpx/s and peak memory on a folder of 256x256 pairs, on 1024 and on 4096 pairs.
     startup  seconds from the command to train.py's first training batch, and for a one-pair predict.py.
     models   every conf/model at its default width: parameters, GFLOPs per 256 pair, training pairs/s.
+    matrix   (for a GPU; not run by default) train.py's pairs/s and peak memory at 256^2, base 32, from
+             data.cache=ram, for 16-mixed and bf16-mixed, batch 16 and 64, NCHW and channels_last,
+             augmentation on the host and on the device, then model.compile; the share of the chip's
+             bf16 matmul peak each reaches. On a GPU machine:
+             python benchmarks/run.py --sections matrix flops predict --out $OUT/bench-gpu.json
 
 ``--quick`` shrinks every size to a smoke run of seconds (the test suite runs it); its figures mean nothing.
 """
@@ -207,6 +212,74 @@ def section_train(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
                 "plain_peak_mem_GB": memory["plain"],
             }
         )
+    return rows
+
+
+def section_matrix(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
+    """The GPU matrix: train.py's pairs/s and peak memory at 256^2, base 32, from data.cache=ram with the
+    recipe's augmentation on the host or on the device, for each precision, batch size and memory
+    format; then model.compile for the last setting; each against the chip's bf16 matmul peak."""
+    cuda = torch.cuda.is_available()
+    size, base = args.matrix_size, args.matrix_base
+    peak = matmul_peak(
+        args.matrix_n, torch.bfloat16 if cuda else torch.float32, torch.device("cuda" if cuda else "cpu"), 5
+    )
+    with FlopCounterMode(display=False) as counter:  # forward + backward of one pair
+        net = build_network(compose_train(f"model.base={base}", "model.channels_last=false").model)
+        net(*torch.randn(2, 1, 3, size, size)).sum().backward()
+    gflop = counter.get_total_flops() / 1e9
+    rows = []
+    for batch in args.matrix_batches:
+        pairs = batch * (args.warmup + args.steps + 1)  # the timed steps fit in one epoch
+        common = [
+            f"data.root={work / f'synthetic-{size}-{pairs}'}",
+            f"data.synthetic={{size:{size},train:{pairs},val:{batch},test:0,seed:0}}",
+            f"data.batch_size={batch}",
+            "data.crop_size=null",
+            "data.cache=ram",
+            "data.num_workers=auto",
+            "data.persistent_workers=true",
+            "data.vflip=0.5",
+            "data.rot90=true",
+            "data.swap=0.5",
+            "data.color_jitter={brightness:0.3,contrast:0.3,saturation:0.3,hue:0.02}",
+            f"model.base={base}",
+            f"trainer.accelerator={'gpu' if cuda else 'cpu'}",
+            f"++trainer.benchmark={cuda}",
+            f"paths.output_dir={work / 'run'}",
+        ]
+        settings = [
+            (precision, channels_last, where, False)
+            for precision in args.matrix_precisions
+            for channels_last in (False, True)
+            for where in ("host", "device")
+        ]
+        if args.matrix_compile:
+            settings.append((args.matrix_precisions[-1], True, "device", True))
+        for precision, channels_last, where, compiled in settings:
+            overrides = [
+                *common,
+                f"trainer.precision={precision}",
+                f"model.channels_last={channels_last}",
+                f"model.compile={compiled}",
+                f"data.augment_on={where}",
+            ]
+            with peak_memory() as mem:
+                rate = lightning_rate(overrides, args.warmup, args.steps, batch)
+            _remove(work / "run")
+            rows.append(
+                {
+                    "section": "matrix",
+                    "what": f"base {base}, {size}^2, batch {batch}, {precision}, "
+                    f"{'channels_last' if channels_last else 'NCHW'}, augmentation on the {where}"
+                    + (", compiled" if compiled else ""),
+                    "pairs_per_s": rate,
+                    "peak_mem_GB": mem["peak_mem_GB"],
+                    "share_of_matmul_peak": rate * gflop / peak,
+                    "train_gflop_per_pair": gflop,
+                    "matmul_peak_gflop_per_s": peak,
+                }
+            )
     return rows
 
 
@@ -474,7 +547,9 @@ SECTIONS = {
     "predict": section_predict,
     "startup": section_startup,
     "models": section_models,
+    "matrix": section_matrix,
 }
+DEFAULT_SECTIONS = ["train", "flops", "data", "predict", "startup", "models"]  # matrix: for a GPU
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -489,7 +564,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=list(SECTIONS))
+    parser.add_argument("--sections", nargs="+", default=DEFAULT_SECTIONS, choices=list(SECTIONS))
     parser.add_argument("--quick", action="store_true", help="a smoke run of seconds; its figures mean nothing")
     parser.add_argument("--workers", nargs="+", type=int, default=None, help="loader workers to train with")
     parser.add_argument("--rounds", type=int, default=None, help="alternations of the contenders (default 3)")
@@ -511,6 +586,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             samples=2,
             consumer_base=4,
             predict_sets=[(3, 32), (1, 64)],
+            matrix_size=32,
+            matrix_base=4,
+            matrix_batches=[2],
+            matrix_precisions=["32-true"],
+            matrix_compile=False,
+            matrix_n=64,
         )
         if args.quick
         else dict(
@@ -527,6 +608,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             samples=10,
             consumer_base=32,
             predict_sets=[(64, 256), (4, 1024), (1, 4096)],
+            matrix_size=256,
+            matrix_base=32,
+            matrix_batches=[16, 64],
+            matrix_precisions=["16-mixed", "bf16-mixed"],
+            matrix_compile=True,
+            matrix_n=8192,
         )
     )
     if args.rounds is not None:

@@ -133,7 +133,7 @@ class Augment:
         return steps
 
 
-def host_crop(augment: Augment, resize: int | Sequence[int] | None = None) -> v2.Compose:
+def host_crop(augment: Augment, resize: int | Sequence[int] | None = None) -> nn.Module:
     """What the host still does for ``data.augment_on=device``: the resize and the random crop, on
     uint8 (the rest runs on the batch: :mod:`cdseg.data.device_augment`)."""
     steps: list[nn.Module] = []
@@ -141,7 +141,7 @@ def host_crop(augment: Augment, resize: int | Sequence[int] | None = None) -> v2
         steps.append(v2.Resize(list(resize) if isinstance(resize, Sequence) else [resize, resize], antialias=True))
     if augment.crop_size:
         steps.append(RandomCropUpTo(augment.crop_size))
-    return v2.Compose(steps)
+    return v2.Compose(steps) if steps else v2.Identity()
 
 
 def resize_problem(resize: Any) -> str | None:
