@@ -29,11 +29,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from cdseg.config import build, check_types, comparable_settings, raise_problems, require_values
 from cdseg.errors import CdsegError
-from cdseg.metrics import score_line
+from cdseg.metrics import curve_summary, score_line
 from cdseg.models.network import build_network, runtime_problems
 from cdseg.module import ChangeDetectionModule, NonFiniteError
 from cdseg.overrides import exit_on_unknown_keys
 from cdseg.precision import fix_precision
+from cdseg.runs.checkpoint import write_threshold
 from cdseg.runs.checkpoint_io import SafeCheckpointIO
 from cdseg.runs.console import tee_console
 from cdseg.runs.folder import RunFolder, name_problem
@@ -80,16 +81,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
 
-    # Re-validating the best checkpoint gives all val/* metrics of that epoch, and proves it loads.
+    # Re-validating the best checkpoint gives all val/* metrics of that epoch, and proves it loads;
+    # it and the test also record their precision-recall curves.
+    module.record_curves = True
     best = _best_checkpoint(trainer)
+    curves: dict[str, dict[str, Any]] = {}
     if best:
-        # Not logged: it is no new epoch, and the curves must not jump back to the best one. Its
-        # figures go to metrics.json and the hparams table (hp/val/*).
-        loggers, trainer.loggers = trainer.loggers, []
-        try:
-            val = trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False)[0]
-        finally:
-            trainer.loggers = loggers
+        val = _validate_quietly(trainer, module, datamodule, best)
+        curves["val"] = curve_summary(module.val_curve)
+        if cfg.get("calibrate"):  # the val-optimal threshold, for test and predict.py; test chooses nothing
+            module.set_threshold(round(curves["val"]["best_threshold"], 6))
+            module.val_curve.reset()
+            val = _validate_quietly(trainer, module, datamodule, best)
+            if trainer.is_global_zero:
+                write_threshold(best, module.threshold)
     else:
         val = dict(trainer.callback_metrics)
     results: dict[str, Any] = {"output_dir": str(run.path), "best_checkpoint": best, "val": _scalars(val, "val/")}
@@ -97,12 +102,46 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("test") and datamodule.has_split("test"):
         test = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)[0]
         results["test"] = _scalars(test, "test/")
+        curves["test"] = curve_summary(module.test_curve)
+    results["threshold"] = module.threshold
+    for stage, summary in curves.items():
+        results[stage][f"{stage}/AP"] = summary["AP"]
+    results["curves"] = {s: {k: c[k] for k in ("thresholds", "precision", "recall", "F1")} for s, c in curves.items()}
 
     if trainer.is_global_zero:
         run.write_metrics(results)
         _log_hparams(trainer, cfg, results)
+        _log_curves(trainer, curves)
         _print_summary(results)
     return results
+
+
+def _validate_quietly(trainer: L.Trainer, module: L.LightningModule, datamodule: Any, ckpt: str) -> dict[str, Any]:
+    """Validate ``ckpt`` without logging: it is no new epoch, and the curves must not jump back to the
+    best one. Its figures go to metrics.json and the hparams table (hp/val/*)."""
+    loggers, trainer.loggers = trainer.loggers, []
+    try:
+        return trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0]
+    finally:
+        trainer.loggers = loggers
+
+
+def _log_curves(trainer: L.Trainer, curves: dict[str, dict[str, Any]]) -> None:
+    """The best checkpoint's val and test precision-recall curves, for TensorBoard's PR curves tab."""
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            for stage, c in curves.items():
+                logger.experiment.add_pr_curve_raw(
+                    f"{stage}/PR",
+                    true_positive_counts=c["TP"],
+                    false_positive_counts=c["FP"],
+                    true_negative_counts=c["TN"],
+                    false_negative_counts=c["FN"],
+                    precision=c["precision"],
+                    recall=c["recall"],
+                    global_step=trainer.global_step,
+                    num_thresholds=len(c["thresholds"]),
+                )
 
 
 _STARTED = time.time() - 1.0  # before Hydra makes the run folder; 1 s for coarse file-system clocks

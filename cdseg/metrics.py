@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import cv2
 import numpy as np
 import torch
@@ -13,6 +15,7 @@ from torchmetrics.classification import (
     BinaryF1Score,
     BinaryJaccardIndex,
     BinaryPrecision,
+    BinaryPrecisionRecallCurve,
     BinaryRecall,
 )
 
@@ -173,3 +176,43 @@ class ObjectMetrics(Metric):
             "objects_true": counts["objects_true"],
             "objects_pred": counts["objects_pred"],
         }
+
+
+CURVE_POINTS = 201  # thresholds 0, 0.005, ..., 1 of the binned precision-recall curve
+
+
+def pr_curve() -> BinaryPrecisionRecallCurve:
+    """A binned precision-recall curve: its state is one 2x2 count per threshold, whatever the split size."""
+    return BinaryPrecisionRecallCurve(thresholds=CURVE_POINTS, validate_args=False)
+
+
+def curve_summary(curve: BinaryPrecisionRecallCurve) -> dict[str, Any]:
+    """The curve's points, its average precision, and the threshold of highest F1 (the lowest such
+    threshold on a tie), from its accumulated counts.
+
+    Every DDP rank must call it: the counts are summed over the ranks first.
+
+    Returns:
+        ``{"thresholds", "precision", "recall", "F1", "TP", "FP", "TN", "FN": lists, "AP",
+        "best_threshold", "best_F1"}``.
+    """
+    with curve.sync_context():
+        confmat = curve.confmat.double().clone()  # (T, 2, 2): [[TN, FP], [FN, TP]] of predictions >= threshold
+    tp, fp, fn, tn = confmat[:, 1, 1], confmat[:, 0, 1], confmat[:, 1, 0], confmat[:, 0, 0]
+    precision = torch.where(tp + fp > 0, tp / (tp + fp), torch.ones_like(tp))  # nothing predicted: 1
+    recall = torch.where(tp + fn > 0, tp / (tp + fn), torch.zeros_like(tp))
+    f1 = torch.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), torch.zeros_like(tp))
+    # Average precision: precision summed over the recall steps, from high thresholds to low.
+    ap = float(torch.sum((recall[:-1] - recall[1:]) * precision[:-1])) if tp.numel() > 1 else 0.0
+    best = int(torch.argmax(f1))
+    thresholds = curve.thresholds.double()
+    return {
+        "thresholds": thresholds.tolist(),
+        "precision": precision.tolist(),
+        "recall": recall.tolist(),
+        "F1": f1.tolist(),
+        **{name: counts.tolist() for name, counts in (("TP", tp), ("FP", fp), ("TN", tn), ("FN", fn))},
+        "AP": ap,
+        "best_threshold": float(thresholds[best]),
+        "best_F1": float(f1[best]),
+    }

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from cdseg.errors import CdsegError
-from cdseg.metrics import ObjectMetrics, change_metrics
+from cdseg.metrics import ObjectMetrics, change_metrics, pr_curve
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
@@ -54,6 +54,14 @@ class ChangeDetectionModule(L.LightningModule):
         self.loss = loss
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        self.set_threshold(threshold)
+        # Precision-recall curves of val and test, recorded only when asked (train.py: after fitting).
+        self.record_curves = False
+        self.val_curve, self.test_curve = pr_curve(), pr_curve()
+
+    def set_threshold(self, threshold: float) -> None:
+        """The threshold every metric applies from now on (calibration sets the val-optimal one)."""
+        self.threshold = threshold
         metrics = change_metrics(threshold)
         # One metric object per stage: states never mix between train, val and test.
         self.train_metrics = metrics.clone(prefix="train/")
@@ -68,7 +76,10 @@ class ChangeDetectionModule(L.LightningModule):
         logits = self(batch["A"], batch["B"])
         loss = self.loss(logits, batch["mask"])
         metrics = getattr(self, f"{stage}_metrics")
-        metrics.update(torch.sigmoid(logits.detach().float()), batch["mask"].long())
+        probs = torch.sigmoid(logits.detach().float())
+        metrics.update(probs, batch["mask"].long())
+        if self.record_curves and stage != "train":
+            getattr(self, f"{stage}_curve").update(probs, batch["mask"].long())
         bs = batch["A"].shape[0]
         # Evaluation ranks may hold different numbers of samples; the epoch mean is reduced over them.
         self.log(

@@ -22,11 +22,12 @@ from train import train
 
 METRICS = {"F1", "IoU", "precision", "recall", "OA", "kappa", "loss"}
 OBJECT_METRICS = {"obj_F1", "obj_precision", "obj_recall", "objects_true", "objects_pred"}  # test stage only
+CURVE_METRICS = {"AP"}  # the best checkpoint's val and test precision-recall curves
 
 
 def test_fast_dev_run(make_cfg, tmp_path: Path) -> None:
     results = train(make_cfg("+trainer.fast_dev_run=true"))
-    assert {k.split("/")[1] for k in results["test"]} == METRICS | OBJECT_METRICS
+    assert {k.split("/")[1] for k in results["test"]} == METRICS | OBJECT_METRICS | CURVE_METRICS
     assert (tmp_path / "run" / "config.yaml").exists()
 
 
@@ -35,8 +36,9 @@ def test_run_folder_holds_config_logs_checkpoints_and_metrics(make_cfg, tmp_path
     run = tmp_path / "run"
     saved = json.loads((run / "metrics.json").read_text())
     assert saved == json.loads(json.dumps(results))
-    assert {k.split("/")[1] for k in saved["val"]} == METRICS
-    assert {k.split("/")[1] for k in saved["test"]} == METRICS | OBJECT_METRICS
+    assert {k.split("/")[1] for k in saved["val"]} == METRICS | CURVE_METRICS
+    assert {k.split("/")[1] for k in saved["test"]} == METRICS | OBJECT_METRICS | CURVE_METRICS
+    assert saved["threshold"] == 0.5 and len(saved["curves"]["val"]["precision"]) == 201
     assert Path(saved["best_checkpoint"]).parent == run / "checkpoints"
     assert (run / "checkpoints" / "last.ckpt").exists()
     assert OmegaConf.load(run / "config.yaml").model.base == 4

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import pickle
 import zipfile
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any
 
 import torch
 
+from cdseg.atomic_write import write_bytes
 from cdseg.errors import CdsegError
 
 
@@ -50,3 +52,16 @@ def read_checkpoint(file: str | Path, peek: bool = False) -> dict[str, Any]:
 def run_config(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
     """The resolved config train.py stored in a checkpoint (None for a checkpoint written otherwise)."""
     return (checkpoint.get("hyper_parameters") or {}).get("run_config")
+
+
+def write_threshold(file: str | Path, threshold: float) -> None:
+    """Store a calibrated ``threshold`` in a train.py checkpoint (its hyperparameters and run config),
+    rewriting the file atomically, so that predict.py applies it."""
+    ckpt = read_checkpoint(file)
+    hparams = ckpt.setdefault("hyper_parameters", {})
+    hparams["threshold"] = threshold
+    if hparams.get("run_config"):
+        hparams["run_config"]["threshold"] = threshold
+    buffer = io.BytesIO()
+    torch.save(ckpt, buffer)
+    write_bytes(file, buffer.getbuffer(), durable=True)

@@ -40,6 +40,7 @@ MAY_CHANGE = (
     "tags",
     "resume_strict",
     "extend_schedule",
+    "calibrate",  # chooses the threshold after training; changes nothing trained
     "callbacks",
     "logger",
     "test",
