@@ -33,9 +33,9 @@ from cdseg.errors import CdsegError
 from cdseg.inference.predictor import TTA, Predictor
 from cdseg.inference.tiling import check_tiling
 from cdseg.inference.visualize import error_map, overlay
-from cdseg.metrics import change_metrics, object_counts, object_scores, pixel_counts, scores_from_counts
 from cdseg.overrides import exit_on_unknown_keys
 from cdseg.precision import AUTOCAST_DTYPES
+from cdseg.scores import object_counts, object_scores, pixel_counts, scores_from_counts
 
 
 class PredictError(CdsegError, ValueError):
@@ -145,7 +145,6 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     print(f"checkpoint: {checkpoint}", file=sys.stderr)
     out = prepare_output(cfg.output, cfg.overwrite, with_labels, cfg.save_probs)
     threshold = float(cfg.threshold if cfg.threshold is not None else predictor.config.get("threshold", 0.5))
-    metrics = change_metrics(threshold) if with_labels else None
     rows, pixels = [], 0
     start = time.perf_counter()
     progress = tqdm(total=len(dataset), desc="pairs", unit="pair", file=sys.stderr)
@@ -160,9 +159,8 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
             write_png(out / "probs" / name, (probs.numpy() * 255).round().astype(np.uint8))
         elif cfg.save_probs == "npy":
             write_npy(out / "probs" / f"{Path(name).stem}.npy", probs.numpy().astype(np.float32))
-        if metrics is not None:
+        if with_labels:
             target = sample["mask"][0] > 0
-            metrics.update(probs[None], target[None].long())
             write_png(out / "error" / name, error_map(pred, target.numpy()))
             counts = pixel_counts(pred, target.numpy())
             objects = object_counts(pred, target.numpy())
@@ -181,12 +179,13 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         "threshold": threshold,
         "output": str(out),
     }
-    if metrics is not None:
-        summary["metrics"] = {k: float(v) for k, v in metrics.compute().items()}
-        summary["counts"] = {k: sum(r[k] for r in rows) for k in ("TP", "FP", "FN", "TN")}
+    if with_labels:
+        # Split-level scores from the counts summed over every pair, as training's torchmetrics
+        # collection computes them (equal to 1e-6: tests/test_predict.py).
+        pixel_totals = {k: sum(r[k] for r in rows) for k in ("TP", "FP", "FN", "TN")}
         objects = {k: sum(r[k] for r in rows) for k in ("objects_true", "objects_pred", "obj_TP", "obj_FP", "obj_FN")}
-        summary["metrics"] |= object_scores(**objects)
-        summary["counts"] |= objects
+        summary["metrics"] = {**scores_from_counts(**pixel_totals), **object_scores(**objects)}
+        summary["counts"] = {**pixel_totals, **objects}
         scores = {**summary["metrics"], **summary["counts"], "threshold": threshold}
         write_text(out / "metrics.json", json.dumps(scores, indent=2) + "\n")
         table = io.StringIO()
@@ -197,7 +196,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     print(
         f"{len(dataset)} pair(s), {pixels / 1e6:.2f} Mpx in {seconds:.1f} s ({pixels / 1e6 / seconds:.2f} Mpx/s) -> {out}"
     )
-    if metrics is not None:
+    if with_labels:
         print("  ".join(f"{k} {v:.4f}" for k, v in summary["metrics"].items()))
     return summary
 

@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cdseg.config import build, check_types, comparable_settings, raise_problems, require_values
 from cdseg.errors import CdsegError
-from cdseg.metrics import curve_summary, score_line
+from cdseg.metrics import curve_summary
 from cdseg.models.network import build_network, runtime_problems
 from cdseg.module import ChangeDetectionModule, NonFiniteError
 from cdseg.overrides import exit_on_unknown_keys
@@ -40,6 +40,7 @@ from cdseg.runs.console import tee_console
 from cdseg.runs.folder import RunFolder, name_problem
 from cdseg.runs.interrupt import exit_on_stop_signal
 from cdseg.runs.resume import ExtendSchedule, RecordOverrides, exit_if_finished, resume, resume_args
+from cdseg.scores import score_line
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:

@@ -20,7 +20,8 @@ import torch
 
 from cdseg.atomic_write import write_text
 from cdseg.data.dataset import ChangeDetectionDataset, DatasetError
-from cdseg.metrics import change_metrics, score_line
+from cdseg.metrics import change_metrics
+from cdseg.scores import score_line
 
 METHOD = "change-vector magnitude + Otsu (no learning)"
 

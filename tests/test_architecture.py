@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import ROOT
 
 SCIENCE = ("cdseg.models", "cdseg.data", "cdseg.losses", "cdseg.metrics", "cdseg.module", "cdseg.callbacks")
-SMALL = ("errors", "config", "precision", "atomic_write", "overrides")
+SMALL = ("errors", "config", "precision", "atomic_write", "overrides", "scores")
 # files (globs) -> import prefixes they must never use directly; for the prediction path Lightning is
 # also checked transitively, below.
 FORBIDDEN = {
@@ -38,6 +38,7 @@ FORBIDDEN = {
             "cache",
             "tile",
             "device_augment",
+            "preprocess",
         )
     },
     **{
@@ -84,3 +85,22 @@ def test_the_prediction_path_never_loads_lightning() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "[]", proc.stdout
+
+
+def test_predicting_with_a_model_that_needs_no_torchvision_never_imports_it(
+    trained_run: dict, tiny_data: Path, tmp_path: Path
+) -> None:
+    # Importing torchvision (and the torch._dynamo its ops pull in) costs about 1.3 s of a one-pair call.
+    overrides = [f"ckpt_path={trained_run['best_checkpoint']}", f"input={tiny_data / 'test'}", f"output={tmp_path}"]
+    code = (
+        "import sys\n"
+        "from hydra import compose, initialize_config_dir\n"
+        "from predict import predict\n"
+        f"with initialize_config_dir(config_dir={str(ROOT / 'conf')!r}, version_base='1.3'):\n"
+        f"    cfg = compose('predict', overrides={overrides!r})\n"
+        "predict(cfg)\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'torchvision', 'torchmetrics', 'lightning'}))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout

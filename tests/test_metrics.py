@@ -6,8 +6,9 @@ import torch
 from PIL import Image
 
 from cdseg.data import ChangeDetectionDataModule
-from cdseg.metrics import ObjectMetrics, change_metrics, object_counts, object_scores
+from cdseg.metrics import ObjectMetrics, change_metrics
 from cdseg.module import ChangeDetectionModule
+from cdseg.scores import object_counts, object_scores
 
 
 def reference(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:

@@ -18,7 +18,7 @@ from cdseg.data.dataset import ChangeDetectionDataset, Pair
 from cdseg.inference.checkpoint import CheckpointError, load_checkpoint
 from cdseg.inference.predictor import Predictor
 from cdseg.inference.tiling import sliding_window
-from cdseg.metrics import scores_from_counts
+from cdseg.scores import scores_from_counts
 from predict import PredictError, predict, predictions
 from tests.conftest import ROOT, SHARED_DATA
 

@@ -2,6 +2,7 @@ import pytest
 import torch
 from torchvision import tv_tensors
 
+from cdseg.data.preprocess import EvalTransform
 from cdseg.data.transforms import Augment, build_transforms
 
 
@@ -86,3 +87,18 @@ def test_normalisation_applies_to_images_not_mask() -> None:
     assert out["A"].dtype == torch.float32
     assert torch.allclose(out["A"][2], torch.full_like(out["A"][2], (10 / 255 - 0.5) / 0.25))
     assert torch.equal(out["mask"], sample["mask"])
+
+
+@pytest.mark.parametrize("resize", [None, 24, [20, 36]])
+@pytest.mark.parametrize("normalise", [True, False])
+def test_the_torch_only_eval_transform_equals_torchvisions_bit_for_bit(resize, normalise: bool) -> None:
+    torch.manual_seed(0)
+    a, b = torch.randint(0, 256, (2, 3, 30, 40), dtype=torch.uint8)
+    mask = (torch.rand(1, 30, 40) > 0.7).to(torch.uint8)
+    stats = {} if normalise else {"mean": None, "std": None}
+    ours = EvalTransform(resize, **stats)({"A": a, "B": b, "mask": mask})
+    theirs = build_transforms(None, resize, **stats)(
+        {"A": tv_tensors.Image(a), "B": tv_tensors.Image(b), "mask": tv_tensors.Mask(mask)}
+    )
+    for key in ("A", "B", "mask"):
+        assert torch.equal(ours[key], theirs[key].as_subclass(torch.Tensor)), key

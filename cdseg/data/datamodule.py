@@ -19,17 +19,10 @@ from cdseg.data.cache import CACHE_MODES, check_cache_memory
 from cdseg.data.dataset import DEFAULT_EXTENSIONS, ChangeDetectionDataset, DatasetError, find_pairs
 from cdseg.data.device_augment import DeviceAugment, batch_generator
 from cdseg.data.duplicates import duplicate_pairs
+from cdseg.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, eval_transform, resize_problem
 from cdseg.data.sampler import SeededSampler
 from cdseg.data.synthetic import ensure_synthetic
-from cdseg.data.transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    Augment,
-    build_transforms,
-    eval_transform,
-    host_crop,
-    resize_problem,
-)
+from cdseg.data.transforms import Augment, build_transforms, host_crop
 from cdseg.errors import ConfigError
 
 
@@ -55,7 +48,7 @@ class ChangeDetectionDataModule(L.LightningDataModule):
             runs on whole images, which may be much larger than training crops.
         seed: the training order and augmentation of epoch e are a function of (seed, e) alone
             (:class:`cdseg.data.sampler.SeededSampler`).
-        resize, mean, std: what evaluation (and predict.py) does to a pair: :func:`cdseg.data.transforms.eval_transform`.
+        resize, mean, std: what evaluation (and predict.py) does to a pair: :func:`cdseg.data.preprocess.eval_transform`.
         augment_on: ``"device"`` crops on the host and applies the rest of the training augmentation
             to each batch on the accelerator (:mod:`cdseg.data.device_augment`); ``"host"`` does it all
             in the loader.

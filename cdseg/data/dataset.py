@@ -23,7 +23,6 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
-from torchvision import tv_tensors
 
 from cdseg.errors import CdsegError
 
@@ -272,13 +271,25 @@ def decoded_bytes(pairs: Sequence[Pair]) -> int:
     return total
 
 
+def _tv_tensors(sample: dict) -> dict:
+    """A/B as torchvision Images and the mask as a Mask, which v2 transforms need to treat each right.
+    Imported here: evaluation and prediction (plain tensors) never pay torchvision's import time."""
+    from torchvision import tv_tensors
+
+    out = {"A": tv_tensors.Image(sample["A"]), "B": tv_tensors.Image(sample["B"])}
+    if "mask" in sample:
+        out["mask"] = tv_tensors.Mask(sample["mask"])
+    return out
+
+
 class ChangeDetectionDataset(Dataset):
     """Pairs as dicts ``{"A": (3,H,W), "B": (3,H,W), "mask": (1,H,W) float, "name": str}``.
 
     ``source`` is a split folder (``<split>/{A,B,label}``, paired by :func:`find_pairs`), or the pairs
     themselves. ``cache`` keeps every pair decoded in memory (validation decodes each file anyway), so a
     sample costs a crop and its augmentation instead of three image decodes; loader workers forked
-    after it share those pages. ``transform`` receives ``{"A": Image, "B": Image, "mask": Mask}`` (uint8
+    after it share those pages. ``transform`` (unless it says ``plain_tensors = True``, as
+    :class:`cdseg.data.preprocess.EvalTransform` does) receives ``{"A": Image, "B": Image, "mask": Mask}`` (uint8
     tv_tensors) and must return the same keys; torchvision's v2 transforms apply one set of random
     parameters to all three and never interpolate the Mask. Without a transform A and B stay uint8.
     Without labels, ``mask`` is absent.
@@ -321,17 +332,19 @@ class ChangeDetectionDataset(Dataset):
         pair = self.pairs[index]
         if self.cache is not None:  # the transforms never write into their input: the cache stays intact
             decoded = self.cache[index]
-            sample = {"A": tv_tensors.Image(decoded.a), "B": tv_tensors.Image(decoded.b)}
+            sample = {"A": decoded.a, "B": decoded.b}
             if decoded.mask is not None:
-                sample["mask"] = tv_tensors.Mask(decoded.mask)
+                sample["mask"] = decoded.mask
         else:
             sample = {
-                "A": tv_tensors.Image(torch.from_numpy(load_image(pair.a)).permute(2, 0, 1)),
-                "B": tv_tensors.Image(torch.from_numpy(load_image(pair.b)).permute(2, 0, 1)),
+                "A": torch.from_numpy(load_image(pair.a)).permute(2, 0, 1),
+                "B": torch.from_numpy(load_image(pair.b)).permute(2, 0, 1),
             }
             if pair.label is not None:
                 label = load_label(pair.label, check=self.sizes is None)
-                sample["mask"] = tv_tensors.Mask(torch.from_numpy(label).to(torch.uint8)[None])
+                sample["mask"] = torch.from_numpy(label).to(torch.uint8)[None]
+        if self.transform is not None and not getattr(self.transform, "plain_tensors", False):
+            sample = _tv_tensors(sample)
         if self.transform is not None:
             sample = self.transform(sample)
         out = {k: v.as_subclass(torch.Tensor) for k, v in sample.items()}

@@ -19,9 +19,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from cdseg.config import int_problem, probability_problem, raise_problems
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from cdseg.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, resize_problem
 
 
 class RandomCropUpTo(v2.Transform):
@@ -144,14 +142,6 @@ def host_crop(augment: Augment, resize: int | Sequence[int] | None = None) -> nn
     return v2.Compose(steps) if steps else v2.Identity()
 
 
-def resize_problem(resize: Any) -> str | None:
-    """What is wrong with a ``data.resize`` value (None when nothing)."""
-    size = list(resize) if isinstance(resize, Sequence) else [resize, resize]
-    if resize is None or (len(size) == 2 and not any(int_problem("data.resize", s) for s in size)):
-        return None
-    return f"data.resize must be a positive integer, [H, W] or null, got {resize!r}"
-
-
 def build_transforms(
     augment: Augment | None = None,
     resize: int | Sequence[int] | None = None,
@@ -175,16 +165,3 @@ def build_transforms(
     if mean is not None and std is not None:
         steps.append(v2.Normalize(list(mean), list(std)))
     return v2.Compose(steps)
-
-
-EVAL_OPTIONS = ("resize", "mean", "std")  # what evaluation does to a pair; the rest of a data config is loading
-
-
-def eval_transform(data_cfg: Mapping[str, Any]) -> v2.Compose:
-    """The evaluation transform of a data config: validation, test and predict.py all preprocess
-    through this one function, so prediction sees its inputs as training evaluated them.
-
-    ``data_cfg`` is the datamodule's options or a checkpoint's ``run_config["data"]``; its
-    ``resize``, ``mean`` and ``std`` are used, absent ones take :func:`build_transforms`' defaults.
-    """
-    return build_transforms(None, **{k: data_cfg[k] for k in EVAL_OPTIONS if k in data_cfg})

@@ -10,9 +10,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision import tv_tensors
 
-from cdseg.data.transforms import eval_transform
+from cdseg.data.preprocess import eval_transform
 from cdseg.errors import ConfigError
 from cdseg.inference.checkpoint import load_checkpoint
 from cdseg.inference.tiling import Blend, sliding_window
@@ -39,7 +38,7 @@ class Predictor:
     Args:
         net: ``forward(a, b) -> (N, 1, h, w)`` logits.
         config: the run's resolved config; its ``data`` options give the evaluation transform
-            (:func:`cdseg.data.transforms.eval_transform`, as in validation and test).
+            (:func:`cdseg.data.preprocess.eval_transform`, as in validation and test).
         device: where the windows run (``auto``: a GPU if there is one); the image and the stitched
             map stay on the host.
         precision: a name of :data:`cdseg.precision.AUTOCAST_DTYPES`; on a CPU, GPU-only or
@@ -92,8 +91,8 @@ class Predictor:
         return total / (len(self.flips) * len(self.orders))
 
     def _preprocess(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.transform({"A": tv_tensors.Image(a), "B": tv_tensors.Image(b)})
-        return x["A"].as_subclass(torch.Tensor), x["B"].as_subclass(torch.Tensor)
+        x = self.transform({"A": a, "B": b})
+        return x["A"], x["B"]
 
     def per_pass(self, height: int, width: int) -> int:
         """Windows (or pairs) of this size in one forward pass."""

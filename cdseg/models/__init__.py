@@ -1,19 +1,29 @@
-from cdseg.models.fc_ef import FCEF
-from cdseg.models.fc_siam_conc import FCSiamConc
-from cdseg.models.fc_siam_diff import FCSiamDiff
-from cdseg.models.network import build_network
-from cdseg.models.siamese_resnet import SiameseResNet
-from cdseg.models.siamese_unet import SiameseUNet
-from cdseg.models.snunet import SNUNet
-from cdseg.models.tiny import TinyCD
+"""The architectures, one file each, and :func:`build_network`.
 
-__all__ = [
-    "FCEF",
-    "FCSiamConc",
-    "FCSiamDiff",
-    "SNUNet",
-    "SiameseResNet",
-    "SiameseUNet",
-    "TinyCD",
-    "build_network",
-]
+Each class is imported when first asked for (``cdseg.models.SiameseUNet``, as the configs' ``_target_``
+names them), so building one model never imports the others' dependencies (``siamese_resnet``
+needs torchvision, about 1.3 s to import).
+"""
+
+from importlib import import_module
+from typing import Any
+
+from cdseg.models.network import build_network
+
+_MODULES = {
+    "FCEF": "fc_ef",
+    "FCSiamConc": "fc_siam_conc",
+    "FCSiamDiff": "fc_siam_diff",
+    "SNUNet": "snunet",
+    "SiameseResNet": "siamese_resnet",
+    "SiameseUNet": "siamese_unet",
+    "TinyCD": "tiny",
+}
+
+__all__ = [*_MODULES, "build_network"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MODULES:
+        return getattr(import_module(f"cdseg.models.{_MODULES[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,79 @@
+"""What evaluation does to a pair (validation, test and predict.py alike): an optional whole-image
+resize, scaling to [0, 1] and normalisation. Plain torch, so that prediction starts without importing
+torchvision (about 1.3 s); the resize alone uses it, imported when a run was trained resized.
+
+The arithmetic is torchvision's own (``ToDtype(scale=True)``, ``Normalize``, ``Resize(antialias=True)``),
+so these tensors equal what the v2 pipeline gives, bit for bit (``tests/test_transforms.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from cdseg.config import int_problem, raise_problems
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+EVAL_OPTIONS = ("resize", "mean", "std")  # what evaluation does to a pair; the rest of a data config is loading
+
+
+class EvalTransform:
+    """``{"A": (3,H,W) uint8, "B": ..., ["mask": (1,H,W)]}`` -> float dates, resized if asked, scaled
+    and normalised; the mask only resized (nearest). Other keys pass through."""
+
+    plain_tensors = True  # the dataset hands it plain tensors (no torchvision tv_tensors)
+
+    def __init__(
+        self,
+        resize: int | Sequence[int] | None = None,
+        mean: Sequence[float] | None = IMAGENET_MEAN,
+        std: Sequence[float] | None = IMAGENET_STD,
+    ) -> None:
+        raise_problems([resize_problem(resize)])
+        self.size = None if resize is None else (list(resize) if isinstance(resize, Sequence) else [resize, resize])
+        self.mean, self.std = mean, std
+
+    def __call__(self, sample: Mapping[str, Any]) -> dict[str, Any]:
+        out = dict(sample)
+        for key in ("A", "B"):
+            x = sample[key].as_subclass(torch.Tensor)
+            if self.size is not None:
+                x = _resize(x, self.size, mask=False)
+            x = x.to(torch.float32).mul_(1.0 / 255)  # torchvision's ToDtype(float32, scale=True)
+            if self.mean is not None and self.std is not None:  # torchvision's Normalize
+                mean = torch.as_tensor(self.mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+                std = torch.as_tensor(self.std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+                x = x.sub(mean).div_(std)
+            out[key] = x
+        if "mask" in sample and self.size is not None:
+            out["mask"] = _resize(sample["mask"].as_subclass(torch.Tensor), self.size, mask=True)
+        return out
+
+
+def _resize(x: torch.Tensor, size: list[int], mask: bool) -> torch.Tensor:
+    from torchvision import tv_tensors  # only a resized run pays for importing torchvision
+    from torchvision.transforms.v2 import functional as F
+
+    wrapped = tv_tensors.Mask(x) if mask else tv_tensors.Image(x)
+    return F.resize(wrapped, size, antialias=True).as_subclass(torch.Tensor)
+
+
+def resize_problem(resize: Any) -> str | None:
+    """What is wrong with a ``data.resize`` value (None when nothing)."""
+    size = list(resize) if isinstance(resize, Sequence) else [resize, resize]
+    if resize is None or (len(size) == 2 and not any(int_problem("data.resize", s) for s in size)):
+        return None
+    return f"data.resize must be a positive integer, [H, W] or null, got {resize!r}"
+
+
+def eval_transform(data_cfg: Mapping[str, Any]) -> EvalTransform:
+    """The evaluation transform of a data config: validation, test and predict.py all preprocess
+    through this one function, so prediction sees its inputs as training evaluated them.
+
+    ``data_cfg`` is the datamodule's options or a checkpoint's ``run_config["data"]``; its
+    ``resize``, ``mean`` and ``std`` are used, absent ones take the ImageNet defaults.
+    """
+    return EvalTransform(**{k: data_cfg[k] for k in EVAL_OPTIONS if k in data_cfg})
