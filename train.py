@@ -90,7 +90,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if best:
         val = _validate_quietly(trainer, module, datamodule, best)
         curves["val"] = curve_summary(module.val_curve)
-        if cfg.get("calibrate"):  # the val-optimal threshold, for test and predict.py; test chooses nothing
+        if cfg.get("calibrate") and curves["val"]["best_F1"] == 0:
+            print(
+                f"warning: calibrate=true: no threshold gives a validation F1 above 0; keeping {cfg.threshold}",
+                file=sys.stderr,
+            )
+        elif cfg.get("calibrate"):  # the val-optimal threshold, for test and predict.py; test chooses nothing
             module.set_threshold(round(curves["val"]["best_threshold"], 6))
             module.val_curve.reset()
             val = _validate_quietly(trainer, module, datamodule, best)
@@ -98,6 +103,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 write_threshold(best, module.threshold)
     else:
         val = dict(trainer.callback_metrics)
+        if cfg.get("calibrate"):
+            print(f"warning: calibrate=true: no best checkpoint to calibrate; keeping {cfg.threshold}", file=sys.stderr)
     results: dict[str, Any] = {"output_dir": str(run.path), "best_checkpoint": best, "val": _scalars(val, "val/")}
     results["test"] = {}
     if cfg.get("test") and datamodule.has_split("test"):

@@ -105,9 +105,13 @@ def curve_summary(curve: BinaryPrecisionRecallCurve) -> dict[str, Any]:
     precision = torch.where(tp + fp > 0, tp / (tp + fp), torch.ones_like(tp))  # nothing predicted: 1
     recall = torch.where(tp + fn > 0, tp / (tp + fn), torch.zeros_like(tp))
     f1 = torch.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), torch.zeros_like(tp))
-    # Average precision: precision summed over the recall steps, from high thresholds to low.
-    ap = float(torch.sum((recall[:-1] - recall[1:]) * precision[:-1])) if tp.numel() > 1 else 0.0
-    best = int(torch.argmax(f1))
+    # Average precision: precision summed over the recall steps, from high thresholds to low, closed
+    # at recall 0 (pixels still counted at threshold 1 are probabilities saturated at exactly 1).
+    closed_recall = torch.cat([recall, recall.new_zeros(1)])
+    ap = float(torch.sum((closed_recall[:-1] - closed_recall[1:]) * precision))
+    # The metrics count a pixel as changed when its probability is above the threshold, the curve at
+    # or above it: the last threshold (1) would select nothing there, so it is never chosen.
+    best = int(torch.argmax(f1[:-1]))
     thresholds = curve.thresholds.double()
     return {
         "thresholds": thresholds.tolist(),

@@ -67,12 +67,15 @@ def object_counts(pred: np.ndarray, target: np.ndarray, iou: float = OBJECT_IOU)
     matched = 0
     if n_pred and n_true:
         # Intersections of every (predicted, true) pair, from one joint histogram of the labels.
-        pairs = pred_labels.astype(np.int64).ravel() * (n_true + 1) + true_labels.ravel()
-        joint = np.bincount(pairs, minlength=(n_pred + 1) * (n_true + 1)).reshape(n_pred + 1, n_true + 1)
-        inter = joint[1:, 1:]
-        area_pred, area_true = joint[1:].sum(1), joint[:, 1:].sum(0)
-        p, t = np.nonzero(inter)
-        ious = inter[p, t] / (area_pred[p] + area_true[t] - inter[p, t])
+        area_pred = np.bincount(pred_labels.ravel(), minlength=n_pred + 1)[1:]
+        area_true = np.bincount(true_labels.ravel(), minlength=n_true + 1)[1:]
+        # Intersections of the overlapping (predicted, true) pairs only: a noisy map may have tens of
+        # thousands of objects, and a dense pair table would not fit.
+        both = (pred_labels > 0) & (true_labels > 0)
+        keys = pred_labels[both].astype(np.int64) * (n_true + 1) + true_labels[both]
+        keys, inter = np.unique(keys, return_counts=True)
+        p, t = keys // (n_true + 1) - 1, keys % (n_true + 1) - 1
+        ious = inter / (area_pred[p] + area_true[t] - inter)
         used_pred, used_true = set(), set()
         for k in np.argsort(-ious, kind="stable"):
             if ious[k] < iou:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torchmetrics.functional.classification import binary_average_precision
 
 from cdseg.atomic_write import write_png
 from cdseg.metrics import curve_summary, pr_curve
@@ -44,14 +45,21 @@ def test_the_curve_summary_picks_the_f1_optimal_threshold() -> None:
     summary = curve_summary(curve)
     assert summary["best_threshold"] == pytest.approx(0.3, abs=0.005) and summary["best_F1"] == 1.0
     assert summary["AP"] == pytest.approx(1.0, abs=1e-3)
+    # Probabilities saturated at exactly 1 still count: the curve closes at recall 0, as torchmetrics'.
+    saturated, target = (
+        torch.sigmoid(torch.tensor([20.0, 18, -20, -30, -5, -3])).view(1, 1, 1, -1),
+        torch.tensor([1, 1, 0, 0, 0, 0]).view(1, 1, 1, -1),
+    )
+    curve = pr_curve()
+    curve.update(saturated, target)
+    assert curve_summary(curve)["AP"] == pytest.approx(
+        float(binary_average_precision(saturated, target, thresholds=201))
+    )
+    assert curve_summary(curve)["AP"] == 1.0
 
 
-def test_calibration_takes_the_validation_optimum_whatever_the_test_split_favours(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    _split(data, "train", 8, 0.5, 0)
-    _split(data, "val", 4, 0.3, 1)  # validation favours 0.3
-    _split(data, "test", 4, 0.7, 2)  # the test split would favour 0.7
-    cfg = compose_train(
+def _config(data: Path, out: Path) -> object:
+    return compose_train(
         f"data.root={data}",
         "data.synthetic=null",
         "data.batch_size=4",
@@ -61,10 +69,17 @@ def test_calibration_takes_the_validation_optimum_whatever_the_test_split_favour
         f"model._target_={__name__}.RedIsChange",
         "trainer.max_epochs=1",
         "trainer.accelerator=cpu",
-        f"paths.output_dir={tmp_path / 'run'}",
+        f"paths.output_dir={out}",
         "calibrate=true",
     )
-    results = train(cfg)
+
+
+def test_calibration_takes_the_validation_optimum_whatever_the_test_split_favours(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    _split(data, "train", 8, 0.5, 0)
+    _split(data, "val", 4, 0.3, 1)  # validation favours 0.3
+    _split(data, "test", 4, 0.7, 2)  # the test split would favour 0.7
+    results = train(_config(data, tmp_path / "run"))
     assert results["threshold"] == pytest.approx(0.3, abs=0.005)
     assert results["val"]["val/F1"] == 1.0 and results["test"]["test/F1"] < 0.9  # scored at the val optimum
     test_optimum = results["curves"]["test"]["thresholds"][int(np.argmax(results["curves"]["test"]["F1"]))]
@@ -72,3 +87,12 @@ def test_calibration_takes_the_validation_optimum_whatever_the_test_split_favour
     ckpt = torch.load(results["best_checkpoint"], map_location="cpu", weights_only=True)
     assert ckpt["hyper_parameters"]["threshold"] == results["threshold"]
     assert ckpt["hyper_parameters"]["run_config"]["threshold"] == results["threshold"]
+
+
+def test_a_validation_split_without_change_keeps_the_configured_threshold(tmp_path: Path, capsys) -> None:
+    data = tmp_path / "data"
+    _split(data, "train", 8, 0.5, 0)
+    _split(data, "val", 4, 1.0, 1)  # no changed pixel: every threshold scores F1 0
+    results = train(_config(data, tmp_path / "run"))
+    assert results["threshold"] == 0.5
+    assert "no threshold gives a validation F1 above 0; keeping 0.5" in capsys.readouterr().err

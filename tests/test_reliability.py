@@ -12,12 +12,13 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import OmegaConf
 
 from cdseg.errors import ConfigError
 from cdseg.runs.checkpoint import CheckpointError
 from cdseg.runs.folder import checkpoint_to_resume
 from cdseg.runs.interrupt import TrainingInterrupted
-from cdseg.runs.resume import RunCheckpoint, merge_overrides
+from cdseg.runs.resume import RunCheckpoint, config_changes, merge_overrides, resume_args
 from tests.conftest import ROOT, compose_train, tiny_overrides
 from train import train
 
@@ -447,7 +448,33 @@ def test_extend_schedule_needs_a_run_to_resume(make_cfg) -> None:
         train(make_cfg("extend_schedule=true"))
 
 
-def test_a_resuming_command_starts_from_the_runs_overrides() -> None:
+def test_a_resuming_command_starts_from_the_runs_overrides(tmp_path: Path) -> None:
     recorded = ["model=tiny", "model.base=4", "trainer.max_epochs=1", "+trainer.max_steps=9", "resume_strict=false"]
     given = ["ckpt_path=outputs/x", "++trainer.max_epochs=24", "~trainer.max_steps"]
-    assert merge_overrides(recorded, given) == ["model=tiny", "model.base=4", *given]
+    # The run's "+trainer.max_steps" is left out rather than deleted after it was added.
+    assert merge_overrides(recorded, given) == ["model=tiny", "model.base=4", *given[:2]]
+    assert merge_overrides(["+trainer.max_steps=9"], ["trainer.max_steps=20"]) == ["++trainer.max_steps=20"]
+    # On the command line, the replayed overrides take the place of the command's own, after Hydra's flags.
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    torch.save({"state_dict": {}, "global_step": 3, "cdseg_overrides": recorded}, run / "checkpoints" / "last.ckpt")
+    args = ["--cfg", "job", f"ckpt_path={run}", "trainer.max_epochs=3"]
+    assert resume_args(ROOT / "conf", "train", args) == [
+        "--cfg",
+        "job",
+        "model=tiny",
+        "model.base=4",
+        "+trainer.max_steps=9",
+        f"ckpt_path={run}",
+        "trainer.max_epochs=3",
+    ]
+
+
+def test_a_run_recorded_before_an_option_existed_resumes_as_its_default() -> None:
+    config = OmegaConf.to_container(compose_train("data.root=x"), resolve=False)
+    recorded = json.loads(json.dumps(config))
+    del recorded["data"]["augment_on"], recorded["data"]["cache"]
+    assert config_changes(recorded, config) == []
+    assert config_changes(recorded, {**config, "data": {**config["data"], "augment_on": "device"}}) == [
+        ("data.augment_on", "host", "device")
+    ]

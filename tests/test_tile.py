@@ -1,5 +1,6 @@
 """python -m cdseg.data.tile: non-overlapping chips of a dataset's tiles, checked first, written whole or not at all."""
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 from PIL import Image
 
 from cdseg.data.check import check_dataset
+from cdseg.data.dataset import DatasetError
 from cdseg.data.tile import main, tile_dataset
 from tests.conftest import SHARED_DATA
 
@@ -66,3 +68,14 @@ def test_levir_chips_equal_the_published_256_crops(tmp_path: Path) -> None:
         for part in ("A", "B", "label"):
             ours, published = tmp_path / "chips" / "test" / part / name, levir / "crops-256" / "test" / part / name
             assert np.array_equal(pixels(ours), pixels(published)), (part, name)
+
+
+def test_two_tiles_of_one_stem_are_refused_before_anything_is_written(tiny_data: Path, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    shutil.copytree(tiny_data / "val", src / "val")
+    name = next((src / "val" / "A").iterdir()).name
+    for part in ("A", "B", "label"):  # the same pair again as .tif
+        Image.open(src / "val" / part / name).save(src / "val" / part / name.replace(".png", ".tif"))
+    with pytest.raises(DatasetError, match=r"would both be cut into"):
+        tile_dataset(src, tmp_path / "chips", size=16)
+    assert not (tmp_path / "chips").exists()

@@ -28,7 +28,9 @@ def available_bytes() -> int | None:
         limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
         if limit != "max":
             used = int(Path("/sys/fs/cgroup/memory.current").read_text())
-            found.append(int(limit) - used)
+            # The page cache the kernel can drop (the files just read) is counted as used there.
+            stat = dict(line.split() for line in Path("/sys/fs/cgroup/memory.stat").read_text().splitlines())
+            found.append(int(limit) - used + int(stat.get("inactive_file", 0)))
     except (OSError, ValueError):
         pass
     if not found and hasattr(os, "sysconf"):

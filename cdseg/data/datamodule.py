@@ -179,9 +179,18 @@ class ChangeDetectionDataModule(L.LightningDataModule):
         if not splits or not self.root.is_dir():
             return  # _dataset() names a missing root or split
         pairs = {s: find_pairs(self.root / self.splits[s], self.dirs, self.extensions) for s in splits}
-        # Every process on this machine (a DDP rank each) holds a cache of its own.
+        # Every process on this machine (a DDP rank each) holds a cache of its own. Rank 0 decides for
+        # all, before any of them decodes: ranks checking one after another would each see less memory.
         copies = self.trainer.num_devices if self.trainer is not None else 1
-        rank_zero_info(check_cache_memory(pairs, copies))
+        try:
+            verdict = (True, check_cache_memory(pairs, copies))
+        except DatasetError as e:
+            verdict = (False, str(e))
+        if self.trainer is not None:
+            verdict = self.trainer.strategy.broadcast(verdict, src=0)
+        if not verdict[0]:
+            raise DatasetError(verdict[1])
+        rank_zero_info(verdict[1])
 
     def _check_duplicates(self) -> None:
         """Refuse a pair shared by train and val or test; warn of one repeated within a split."""

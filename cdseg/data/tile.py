@@ -89,6 +89,14 @@ def tile_dataset(
     if problems:
         raise DatasetError(f"{src}: {len(problems)} problem(s), nothing written:\n  " + "\n  ".join(problems))
     pairs = {s: find_pairs(src / s, dirs, extensions) for s in present}
+    for split, found in pairs.items():  # chips are named by stem: x.png and x.tif would write the same files
+        stems: dict[str, str] = {}
+        for pair in found:
+            other = stems.setdefault(Path(pair.name).stem, pair.name)
+            if other != pair.name:
+                raise DatasetError(
+                    f"{src / split}: {other} and {pair.name} would both be cut into {Path(other).stem}_*.png"
+                )
     uneven = [p.a for s in present for p in pairs[s] if any(n % size for n in _size(p.a))]
     if uneven and not drop_remainder:
         shown = ", ".join(f"{p} ({'x'.join(map(str, _size(p)[::-1]))})" for p in uneven[:5])

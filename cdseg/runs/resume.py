@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import OverrideType
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -68,12 +70,15 @@ MAY_CHANGE = (
     "model.channels_last",  # how the network runs, not what it computes
     "model.compile",
     "data.root",
+    "data.cache",
     "data.num_workers",
     "data.pin_memory",
     "data.persistent_workers",
     "data.eval_batch_size",
 )
 ABSENT = "<absent>"  # a key one side of the comparison lacks
+# Options added after runs may have been recorded without them: a run lacking one ran as its default.
+ADDED_LATER = {"data.augment_on": "host", "data.cache": None}
 # Schedule options that follow the run's length (conf/scheduler): extend_schedule=true lets them change.
 SCHEDULE_LENGTH = ("scheduler.T_max", "scheduler.total_steps")
 # What one resuming command asks for, not a setting of the run: never replayed from the run's overrides.
@@ -94,14 +99,17 @@ def resume_args(config_dir: str | Path, config_name: str, args: Sequence[str]) -
     if any(a in ("-m", "--multirun") for a in args) or not any(a.startswith("ckpt_path=") for a in given):
         return args
     try:
+        # Only where to look: other keys may exist only under the run's own group choices.
+        where = [a for a in given if a.lstrip("+").startswith(("ckpt_path=", "paths."))]
         with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
-            cfg = compose(config_name, overrides=given)
+            cfg = compose(config_name, overrides=where)
         checkpoint = checkpoint_to_resume(str(cfg.ckpt_path), cfg.paths.runs_dir)
-        recorded = run_overrides(checkpoint)
-        kept = merge_overrides(recorded, given)[: -len(given)]
+        merged = merge_overrides(run_overrides(checkpoint), given)
     except Exception:  # a bad ckpt_path or override: resume() and Hydra report it with their own messages
         return args
-    return kept + args
+    # Hydra takes its overrides as one run of arguments: the merged ones replace this command's in place.
+    first = args.index(given[0])
+    return args[:first] + merged + [a for a in args[first:] if a not in given]
 
 
 def run_overrides(checkpoint: Path) -> list[str]:
@@ -115,7 +123,9 @@ def run_overrides(checkpoint: Path) -> list[str]:
 
 
 def merge_overrides(recorded: Sequence[str], given: Sequence[str]) -> list[str]:
-    """``recorded`` less the one-time options and the keys ``given`` sets again, then ``given``.
+    """``recorded`` less the one-time options and the keys ``given`` sets again, then ``given``. A key
+    the run appended (``+key=1``) stays appended when the command changes it (``key=2`` becomes
+    ``++key=2``), and the command deleting it (``~key``) just drops it.
 
     Raises:
         hydra.errors.OverrideParseException: an override Hydra cannot parse.
@@ -125,13 +135,18 @@ def merge_overrides(recorded: Sequence[str], given: Sequence[str]) -> list[str]:
     def key(override: Any) -> tuple[str, str | None]:
         return override.key_or_group, override.package
 
+    old = dict(zip(recorded, parser.parse_overrides(list(recorded)), strict=True))
+    appended = {key(o) for o in old.values() if o.type == OverrideType.ADD}
+    new = []
+    for line, o in zip(given, parser.parse_overrides(list(given)), strict=True):
+        if key(o) in appended and o.type == OverrideType.DEL:
+            continue  # the key exists only through the run's own "+": leaving that out deletes it
+        if key(o) in appended and o.type == OverrideType.CHANGE:
+            line = f"++{line}"
+        new.append(line)
     changed = {key(o) for o in parser.parse_overrides(list(given))}
-    kept = [
-        line
-        for line, o in zip(recorded, parser.parse_overrides(list(recorded)), strict=True)
-        if key(o) not in changed and o.key_or_group not in ONE_TIME
-    ]
-    return kept + list(given)
+    kept = [line for line, o in old.items() if key(o) not in changed and o.key_or_group not in ONE_TIME]
+    return kept + new
 
 
 def resume(cfg: DictConfig) -> Path | None:
@@ -235,7 +250,7 @@ def config_changes(
     for key in sorted(before.keys() | after.keys()):
         if any(key == p or key.startswith(p + ".") for p in may_change):
             continue
-        old, new = before.get(key, ABSENT), after.get(key, ABSENT)
+        old, new = before.get(key, ADDED_LATER.get(key, ABSENT)), after.get(key, ABSENT)
         if old != new:
             changes.append((key, old, new))
     return changes
@@ -346,9 +361,15 @@ class ExtendSchedule(L.Callback):
             return
         for config, fresh in zip(trainer.lr_scheduler_configs, self._fresh, strict=True):
             scheduler = config.scheduler
+            if not isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler):
+                raise ConfigError(
+                    f"extend_schedule=true re-plans schedules that follow the step count; "
+                    f"{type(scheduler).__name__} follows a metric"
+                )
             steps = scheduler.last_epoch
-            for group in scheduler.optimizer.param_groups:
-                group["lr"] = group["initial_lr"]
+            # The learning rates the fresh schedule starts from (its step 0, not always the base rate).
+            for group, lr in zip(scheduler.optimizer.param_groups, fresh["_last_lr"], strict=True):
+                group["lr"] = lr
             scheduler.load_state_dict(fresh)
             with warnings.catch_warnings():  # stepping the schedule alone, as on a dummy optimiser
                 warnings.simplefilter("ignore", UserWarning)
