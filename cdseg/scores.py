@@ -43,7 +43,10 @@ def scores_from_counts(TP: int, FP: int, FN: int, TN: int, undefined: float | No
 
 def score_line(stage: str, scores: dict[str, float]) -> str:
     """`` test: F1 0.8498  IoU 0.7389 ...`` from ``{"test/F1": ...}`` (or ``{"F1": ...}``) scores."""
-    return f"{stage:>5}: " + "  ".join(f"{k.split('/')[-1]} {v:.4f}" for k, v in scores.items())
+    def shown(key: str, value: float) -> str:
+        return str(int(value)) if key.split("/")[-1].startswith("objects_") else f"{value:.4f}"  # counts
+
+    return f"{stage:>5}: " + "  ".join(f"{k.split('/')[-1]} {shown(k, v)}" for k, v in scores.items())
 
 
 OBJECT_IOU = 0.5  # a predicted object is found when its IoU with a true object reaches this
