@@ -43,6 +43,7 @@ def scores_from_counts(TP: int, FP: int, FN: int, TN: int, undefined: float | No
 
 def score_line(stage: str, scores: dict[str, float]) -> str:
     """`` test: F1 0.8498  IoU 0.7389 ...`` from ``{"test/F1": ...}`` (or ``{"F1": ...}``) scores."""
+
     def shown(key: str, value: float) -> str:
         return str(int(value)) if key.split("/")[-1].startswith("objects_") else f"{value:.4f}"  # counts
 
