@@ -39,7 +39,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -48,27 +48,21 @@ import lightning as L
 import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
+from model_card import ROOT, compose_train, size_and_speed
 from omegaconf import OmegaConf
+from timing import median_seconds
 from torch.utils.flop_counter import FlopCounterMode
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from cdseg.atomic_write import write_png, write_text  # noqa: E402
-from cdseg.config import build  # noqa: E402
-from cdseg.data.dataset import ChangeDetectionDataset  # noqa: E402
-from cdseg.data.synthetic import ensure_synthetic  # noqa: E402
-from cdseg.data.transforms import Augment, build_transforms  # noqa: E402
-from cdseg.models import build_network  # noqa: E402
-from cdseg.module import ChangeDetectionModule  # noqa: E402
+from cdseg.atomic_write import write_png, write_text
+from cdseg.config import build
+from cdseg.data.dataset import ChangeDetectionDataset
+from cdseg.data.synthetic import ensure_synthetic
+from cdseg.data.transforms import Augment, build_transforms
+from cdseg.models import build_network
+from cdseg.module import ChangeDetectionModule
 
 SHARED_TILES = ROOT.parent / "shared" / "data" / "levir-cd-samples" / "tiles-1024" / "test"
 QUIET = ["logger=csv", "~callbacks.sample_panels", "callbacks.progress_bar.refresh_rate=0", "test=false"]
-
-
-def compose_train(*overrides: str) -> Any:
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("train", overrides=list(overrides))
 
 
 def device_name() -> str:
@@ -283,23 +277,10 @@ def section_matrix(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]
     return rows
 
 
-def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def matmul_peak(n: int, dtype: torch.dtype, device: torch.device, repeats: int) -> float:
     """GFLOP/s of an n x n dense matmul."""
     x, y = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    return 2 * n**3 / median_seconds(lambda: x @ y, repeats) / 1e9
+    return 2 * n**3 / median_seconds(lambda: x @ y, repeats, warmup=1) / 1e9
 
 
 def section_flops(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
@@ -328,7 +309,7 @@ def section_flops(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
         with FlopCounterMode(display=False) as counter:
             fn()
         gflop = counter.get_total_flops() / 1e9
-        achieved = gflop / median_seconds(fn, args.repeats)
+        achieved = gflop / median_seconds(fn, args.repeats, warmup=1)
         rows.append(
             {
                 "section": "flops",
@@ -374,7 +355,7 @@ def section_data(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
             for name, augment in augments.items():
                 dataset = ChangeDetectionDataset(tiles, build_transforms(augment), cache=cache)
                 n = args.samples * (20 if cache else 1)
-                seconds = median_seconds(lambda d=dataset, n=n: [d[(i % len(d), i)] for i in range(n)], 1)
+                seconds = median_seconds(lambda d=dataset, n=n: [d[(i % len(d), i)] for i in range(n)], 1, warmup=1)
                 rows.append(
                     {
                         "section": "data",
@@ -398,7 +379,7 @@ def section_data(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
         loss(net(a, b), mask).backward()
         optimizer.step()
 
-    consumption = 8 / median_seconds(step, args.repeats)
+    consumption = 8 / median_seconds(step, args.repeats, warmup=1)
     for row in rows:
         row["model_pairs_per_s"] = consumption
         row["ratio_to_model"] = row["samples_per_s"] / consumption
@@ -524,9 +505,6 @@ class FirstBatch(L.Callback):
 
 
 def section_models(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from model_card import size_and_speed
-
     rows = []
     for config in sorted((ROOT / "conf" / "model").glob("*.yaml")):
         figures = size_and_speed(config.stem, size=args.infer_size, batch=2, repeats=args.repeats)

@@ -274,3 +274,5 @@ def test_a_ram_cache_that_does_not_fit_is_refused_before_decoding(tiny_data: Pat
         ChangeDetectionDataModule(root=str(tiny_data), cache="ram").setup("fit")
     with pytest.raises(ConfigError, match="data.cache must be null or ram, got 'disk'"):
         ChangeDetectionDataModule(root=str(tiny_data), cache="disk")
+    with pytest.raises(ConfigError, match="data.augment_on must be host or device, got 'gpu'"):
+        ChangeDetectionDataModule(root=str(tiny_data), augment_on="gpu")

@@ -136,15 +136,16 @@ def merge_overrides(recorded: Sequence[str], given: Sequence[str]) -> list[str]:
         return override.key_or_group, override.package
 
     old = dict(zip(recorded, parser.parse_overrides(list(recorded)), strict=True))
+    parsed = parser.parse_overrides(list(given))
     appended = {key(o) for o in old.values() if o.type == OverrideType.ADD}
     new = []
-    for line, o in zip(given, parser.parse_overrides(list(given)), strict=True):
+    for line, o in zip(given, parsed, strict=True):
         if key(o) in appended and o.type == OverrideType.DEL:
             continue  # the key exists only through the run's own "+": leaving that out deletes it
         if key(o) in appended and o.type == OverrideType.CHANGE:
             line = f"++{line}"
         new.append(line)
-    changed = {key(o) for o in parser.parse_overrides(list(given))}
+    changed = {key(o) for o in parsed}
     kept = [line for line, o in old.items() if key(o) not in changed and o.key_or_group not in ONE_TIME]
     return kept + new
 
