@@ -2,8 +2,11 @@
 
     python predict.py ckpt_path=outputs/<run> input=/path/to/LEVIR-CD/test output=predictions
     python predict.py ckpt_path=<run>/checkpoints/last.ckpt a=before.png b=after.png output=out
+    python predict.py model_file=model.onnx input=/path/to/LEVIR-CD/test output=predictions
+    python predict.py ckpt_path=outputs/<run> a=before.tif b=after.tif output=scene  # GeoTIFFs
 
 Writes mask/, overlay/ and (with labels) error/, metrics.json and per_image.csv; see conf/predict.yaml.
+A georeferenced pair writes mask.tif, probability.tif and changes.geojson (cdseg/inference/geo.py).
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from cdseg.atomic_write import write_npy, write_png, write_text
 from cdseg.config import require_values
 from cdseg.data.dataset import ChangeDetectionDataset, Pair, find_pairs
 from cdseg.errors import CdsegError
+from cdseg.inference.geo import SceneOptions, predict_scenes
+from cdseg.inference.geo_read import is_georeferenced
 from cdseg.inference.predictor import TTA, Predictor
 from cdseg.inference.tiling import check_tiling
 from cdseg.inference.visualize import error_map, overlay
@@ -47,6 +52,10 @@ OUTPUTS = ("mask", "overlay", "error", "probs", "metrics.json", "per_image.csv")
 
 def check_options(cfg: DictConfig) -> None:
     """Every option checked before any file is touched."""
+    if bool(cfg.ckpt_path) == bool(cfg.model_file):
+        raise PredictError(
+            "give ckpt_path=<checkpoint, run folder or last> or model_file=<exported model>, one of them"
+        )
     try:
         check_tiling(cfg.tile_size, cfg.overlap, cfg.batch_size, cfg.blend)
     except ValueError as e:
@@ -133,18 +142,52 @@ def predictions(
         yield from flush()
 
 
+def load_predictor(cfg: DictConfig) -> tuple[Predictor, float]:
+    """The predictor ``cfg`` asks for, and the threshold: ``threshold=``, else the model's own."""
+    tiling = {k: cfg[k] for k in ("tile_size", "overlap", "batch_size", "blend")}
+    options = {"device": cfg.device, "precision": cfg.precision, "tta": cfg.tta or (), **tiling}
+    if cfg.model_file:
+        predictor = Predictor.from_model_file(cfg.model_file, **options)
+    else:
+        predictor = Predictor.from_checkpoint(cfg.ckpt_path, cfg.runs_dir, **options)
+    print(f"checkpoint: {predictor.config['checkpoint_file']}", file=sys.stderr)
+    threshold = float(cfg.threshold if cfg.threshold is not None else predictor.config.get("threshold", 0.5))
+    return predictor, threshold
+
+
+def scene_pairs(cfg: DictConfig) -> list[tuple[str, Path, Path]] | None:
+    """The pairs to predict as georeferenced scenes (``cdseg/inference/geo.py``), or None for images.
+    ``geo.scene=auto``: ``a=``/``b=`` when either is a TIFF with a CRS or a geotransform; ``true``:
+    that pair, or every pair of ``input=``, whatever the format; ``false``: never."""
+    mode = cfg.geo.scene
+    if mode not in ("auto", True, False):
+        raise PredictError(f"geo.scene must be auto, true or false, got {mode!r}")
+    if mode is False or (cfg.input and (cfg.a or cfg.b)) or not (cfg.input or (cfg.a and cfg.b)):
+        return None  # collect_pairs names what is missing or conflicting
+    if cfg.input:
+        if mode is not True:
+            return None
+        return [(p.name, p.a, p.b) for p in find_pairs(cfg.input, dict(cfg.dirs), list(cfg.extensions), False)]
+    if mode is True or is_georeferenced(cfg.a) or is_georeferenced(cfg.b):
+        if cfg.label:
+            raise PredictError(f"label={cfg.label}: a georeferenced scene is predicted, not scored; leave label out")
+        return [(Path(cfg.b).name, Path(cfg.a), Path(cfg.b))]
+    return None
+
+
 def predict(cfg: DictConfig) -> dict[str, Any]:
     """Run the prediction described by ``cfg`` (conf/predict.yaml); return the summary."""
     check_options(cfg)
+    scenes = scene_pairs(cfg)
+    if scenes is not None:
+        options = SceneOptions.from_config(cfg.geo)  # checked before the model loads
+        predictor, threshold = load_predictor(cfg)
+        return predict_scenes(predictor, scenes, cfg.output, options, threshold, cfg.overwrite, bool(cfg.input))
     dataset = collect_pairs(cfg)
     with_labels = all(p.label is not None for p in dataset.pairs)
-    tiling = {k: cfg[k] for k in ("tile_size", "overlap", "batch_size", "blend")}
-    options = {"device": cfg.device, "precision": cfg.precision, "tta": cfg.tta or (), **tiling}
-    predictor = Predictor.from_checkpoint(cfg.ckpt_path, cfg.runs_dir, **options)
+    predictor, threshold = load_predictor(cfg)
     checkpoint = predictor.config["checkpoint_file"]
-    print(f"checkpoint: {checkpoint}", file=sys.stderr)
     out = prepare_output(cfg.output, cfg.overwrite, with_labels, cfg.save_probs)
-    threshold = float(cfg.threshold if cfg.threshold is not None else predictor.config.get("threshold", 0.5))
     rows, pixels = [], 0
     start = time.perf_counter()
     progress = tqdm(total=len(dataset), desc="pairs", unit="pair", file=sys.stderr)

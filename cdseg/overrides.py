@@ -5,6 +5,7 @@ constructor)."""
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,10 +18,26 @@ from omegaconf import DictConfig, OmegaConf
 from cdseg.config import flatten
 from cdseg.errors import ConfigError
 
+# Config groups whose options need an optional extra: (a module the extra provides, the extra).
+EXTRAS = {"hparams_search": ("hydra_plugins.hydra_optuna_sweeper", "sweep")}
+
+
+def check_extras(args: Sequence[str]) -> None:
+    """Raise :class:`ConfigError` naming the ``pip install`` for a chosen group whose extra is missing
+    (Hydra would say only that a config it cannot see is missing)."""
+    for arg in args:
+        key, _, value = arg.lstrip("+").partition("=")
+        if key in EXTRAS and value not in ("", "null"):
+            module, extra = EXTRAS[key]
+            if importlib.util.find_spec(module.split(".")[0]) is None or importlib.util.find_spec(module) is None:
+                raise ConfigError(f'{key}={value} needs the {extra} extra: pip install "cdseg[{extra}]"')
+
 
 def exit_on_unknown_keys(config_dir: str | Path, config_name: str) -> None:
-    """:func:`check_overrides` on ``sys.argv``: print the problems and exit 1 when there are any."""
+    """:func:`check_extras` and :func:`check_overrides` on ``sys.argv``: print the problems and exit 1
+    when there are any."""
     try:
+        check_extras(sys.argv[1:])
         check_overrides(config_dir, config_name, sys.argv[1:])
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -23,6 +23,14 @@ FORBIDDEN = {
         "cdseg.runs.resume",
         "cdseg.runs.interrupt",
     ),
+    # The scene path takes any predictor through its call API, whatever built it.
+    "cdseg/inference/geo*.py": (
+        "cdseg.inference.predictor",
+        "cdseg.inference.checkpoint",
+        "cdseg.models",
+        "cdseg.data",
+        "cdseg.runs",
+    ),
     "cdseg/runs/*.py": (*SCIENCE, "cdseg.inference"),
     "cdseg/runs/folder.py": ("lightning",),
     "cdseg/runs/checkpoint.py": ("lightning",),

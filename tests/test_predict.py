@@ -17,6 +17,7 @@ from cdseg.atomic_write import write_png
 from cdseg.data.dataset import ChangeDetectionDataset, Pair
 from cdseg.inference.checkpoint import CheckpointError, load_checkpoint
 from cdseg.inference.predictor import Predictor
+from cdseg.inference.probability import ChangeProbability
 from cdseg.inference.tiling import sliding_window
 from cdseg.scores import scores_from_counts
 from predict import PredictError, predict, predictions
@@ -346,7 +347,9 @@ def test_small_pairs_of_one_size_share_forward_passes_with_the_same_result(tmp_p
 
     def run(batch_size: int) -> tuple[list[str], list[torch.Tensor], list[int]]:
         net = CountingField()
-        predictor = Predictor(net, {"data": {}}, device="cpu", tile_size=64, overlap=16, batch_size=batch_size)
+        predictor = Predictor(
+            ChangeProbability(net), {"data": {}}, device="cpu", tile_size=64, overlap=16, batch_size=batch_size
+        )
         out = list(predictions(predictor, dataset))
         return [s["name"] for s, _ in out], [p for _, p in out], net.batches
 
@@ -359,6 +362,6 @@ def test_small_pairs_of_one_size_share_forward_passes_with_the_same_result(tmp_p
 
 
 def test_auto_batch_size_keeps_a_cpu_pass_cache_sized() -> None:
-    predictor = Predictor(SmallField(), {"data": {}}, device="cpu")
+    predictor = Predictor(ChangeProbability(SmallField()), {"data": {}}, device="cpu")
     assert [predictor.per_pass(s, s) for s in (64, 128, 256, 1024)] == [16, 4, 1, 1]
-    assert Predictor(SmallField(), {"data": {}}, device="cpu", batch_size=3).per_pass(64, 64) == 3
+    assert Predictor(ChangeProbability(SmallField()), {"data": {}}, device="cpu", batch_size=3).per_pass(64, 64) == 3

@@ -184,6 +184,47 @@ def test_multirun_makes_one_folder_per_job_and_ends_with_a_summary(tiny_data: Pa
     (bad,) = [s for s in settings if "model.base=0" in s["setting"]]
     assert (int(bad["jobs"]), int(bad["failed"])) == (2, 2)
     assert "| setting | jobs | failed |" in proc.stdout and (tmp_path / "sweep" / "summary.md").is_file()
+    # What every job shares is said once; the best job is chosen on validation.
+    assert f"overrides of every job: {' '.join(overrides)}" in proc.stdout
+    best = max((r for r in rows if r["status"] == "ok"), key=lambda r: float(r["val/F1"]))  # first of equals
+    assert f"best job by val/F1 (max): {best['job']}," in proc.stdout
+
+
+def test_an_optuna_search_maximises_val_f1_and_ends_with_the_summary(tiny_data: Path, tmp_path: Path) -> None:
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    overrides = [o for o in tiny_overrides(tiny_data, tmp_path) if not o.startswith("paths.")]
+    sweep = tmp_path / "search"
+    proc = run_cli(
+        "hparams_search=recipe", "hydra.sweeper.n_trials=2", *overrides, f"hydra.sweep.dir={sweep}", cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = list(csv.DictReader((sweep / "summary.csv").read_text().splitlines()))
+    assert [r["job"] for r in rows] == ["0", "1"] and all(r["status"] == "ok" for r in rows)
+    values = []
+    for row in rows:  # each trial: its sampled recipe, trained, its metrics in the table
+        folder = Path(row["folder"])
+        cfg = OmegaConf.load(folder / "config.yaml")
+        assert 1e-4 <= cfg.optimizer.lr <= 1e-2 and 1.0 <= cfg.loss.pos_weight <= 6.0
+        assert f"optimizer.lr={cfg.optimizer.lr}" in row["overrides"]
+        val = json.loads((folder / "metrics.json").read_text())["val"]
+        assert float(row["val/F1"]) == pytest.approx(val["val/F1"])
+        values.append(val["val/F1"])
+    assert rows[0]["overrides"] != rows[1]["overrides"]
+    result = OmegaConf.load(sweep / "optimization_results.yaml")  # what Optuna maximised: val/F1
+    assert result.best_value == pytest.approx(max(values))
+
+
+def test_a_search_without_its_extra_names_the_install(tmp_path: Path) -> None:
+    code = (
+        "import importlib.util as u, sys, runpy; real = u.find_spec; "
+        "u.find_spec = lambda n, *a: None if n.startswith('hydra_plugins.hydra_optuna') else real(n, *a); "
+        f"sys.argv = ['train.py', 'hparams_search=recipe']; runpy.run_path({str(ROOT / 'train.py')!r}, run_name='__main__')"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        'error: hparams_search=recipe needs the sweep extra: pip install "cdseg[sweep]"'
+    ]
 
 
 def test_tiny_run_beats_the_classical_baseline(tmp_path: Path) -> None:

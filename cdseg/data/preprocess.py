@@ -39,18 +39,31 @@ class EvalTransform:
     def __call__(self, sample: Mapping[str, Any]) -> dict[str, Any]:
         out = dict(sample)
         for key in ("A", "B"):
-            x = sample[key].as_subclass(torch.Tensor)
-            if self.size is not None:
-                x = _resize(x, self.size, mask=False)
-            x = x.to(torch.float32).mul_(1.0 / 255)  # torchvision's ToDtype(float32, scale=True)
-            if self.mean is not None and self.std is not None:  # torchvision's Normalize
-                mean = torch.as_tensor(self.mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
-                std = torch.as_tensor(self.std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
-                x = x.sub(mean).div_(std)
-            out[key] = x
+            x = self.resize(sample[key].as_subclass(torch.Tensor))
+            out[key] = normalise(scale(x), self.mean, self.std)
         if "mask" in sample and self.size is not None:
             out["mask"] = _resize(sample["mask"].as_subclass(torch.Tensor), self.size, mask=True)
         return out
+
+    def resize(self, image: torch.Tensor) -> torch.Tensor:
+        """A (C, H, W) date at the size evaluation sees, dtype kept (the image itself when not resized)."""
+        return image if self.size is None else _resize(image, self.size, mask=False)
+
+
+def scale(x: torch.Tensor) -> torch.Tensor:
+    """uint8 in [0, 255] -> float32 in [0, 1], as torchvision's ``ToDtype(float32, scale=True)``; float
+    input is taken as already in [0, 1] (torchvision's convention) and returned as float32."""
+    return x.to(torch.float32).mul(1.0 / 255) if x.dtype == torch.uint8 else x.to(torch.float32)
+
+
+def normalise(x: torch.Tensor, mean: Sequence[float] | None, std: Sequence[float] | None) -> torch.Tensor:
+    """(..., C, H, W) float -> ``(x - mean) / std`` per channel, as torchvision's ``Normalize``; no
+    statistics, no change."""
+    if mean is None or std is None:
+        return x
+    mean_ = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+    std_ = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+    return x.sub(mean_).div_(std_)
 
 
 def _resize(x: torch.Tensor, size: list[int], mask: bool) -> torch.Tensor:

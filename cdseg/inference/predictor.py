@@ -1,5 +1,6 @@
 """A trained network ready for image pairs of any size: its run's evaluation transform, precision,
-test-time augmentation and sliding windows in one object (plain torch, no Lightning)."""
+test-time augmentation and sliding windows in one object (plain torch, no Lightning). The network
+comes from a checkpoint, or from a file that ``cdseg.export`` wrote."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from torch import nn
 from cdseg.data.preprocess import eval_transform
 from cdseg.errors import ConfigError
 from cdseg.inference.checkpoint import load_checkpoint
+from cdseg.inference.exported import load_exported
+from cdseg.inference.probability import ChangeProbability
 from cdseg.inference.tiling import Blend, sliding_window
 from cdseg.precision import AUTOCAST_DTYPES, runnable_precision
 
@@ -36,13 +39,15 @@ class Predictor:
     """(3, H, W) uint8 dates -> (H, W) change probabilities, preprocessed as the run evaluated.
 
     Args:
-        net: ``forward(a, b) -> (N, 1, h, w)`` logits.
-        config: the run's resolved config; its ``data`` options give the evaluation transform
-            (:func:`cdseg.data.preprocess.eval_transform`, as in validation and test).
+        model: ``forward(a, b) -> (N, 1, h, w)`` probabilities for raw (N, C, h, w) uint8 windows:
+            a :class:`~cdseg.inference.probability.ChangeProbability`, or an exported model
+            (:func:`~cdseg.inference.exported.load_exported`).
+        config: the run's resolved config; its ``data.resize`` is applied to whole images first,
+            as in validation and test (:func:`cdseg.data.preprocess.eval_transform`).
         device: where the windows run (``auto``: a GPU if there is one); the image and the stitched
-            map stay on the host.
+            map stay on the host, in uint8.
         precision: a name of :data:`cdseg.precision.AUTOCAST_DTYPES`; on a CPU, GPU-only or
-            emulated precisions fall back as in training.
+            emulated precisions fall back as in training. An exported model runs as exported.
         tta: any of :data:`TTA`; the probabilities are averaged over them.
         tile_size, overlap, batch_size, blend: sliding windows (:func:`cdseg.inference.tiling.sliding_window`);
             ``batch_size="auto"`` sizes each forward pass by :data:`PASS_PIXELS`.
@@ -50,7 +55,7 @@ class Predictor:
 
     def __init__(
         self,
-        net: nn.Module,
+        model: nn.Module,
         config: dict[str, Any],
         device: str | torch.device = "auto",
         precision: str = "32",
@@ -61,10 +66,12 @@ class Predictor:
         blend: Blend = "gaussian",
     ) -> None:
         self.device = _device(device)
-        self.net = net.to(self.device).eval()
+        self.model = model.to(self.device).eval()
         self.config = config
         self.transform = eval_transform(config.get("data", {}))
         self.dtype = AUTOCAST_DTYPES[runnable_precision(precision, self.device.type == "cpu", "precision")]
+        if self.dtype is not None and not isinstance(model, ChangeProbability):
+            raise ConfigError(f"precision={precision}: an exported model runs in the precision it was exported in")
         self.flips = [(), (-1,), (-2,)] if "flip" in tta else [()]
         self.orders = [False, True] if "swap" in tta else [False]
         self.batch_size = batch_size
@@ -73,11 +80,19 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, spec: str | Path, runs_dir: str | Path, **options: Any) -> Predictor:
         """A checkpoint file, a run folder (its best checkpoint) or ``last`` -> its predictor."""
-        return cls(*load_checkpoint(spec, runs_dir), **options)
+        net, config = load_checkpoint(spec, runs_dir)
+        return cls(ChangeProbability.of_run(net, config), config, **options)
+
+    @classmethod
+    def from_model_file(cls, path: str | Path, **options: Any) -> Predictor:
+        """A file written by ``cdseg.export`` (ONNX or TorchScript) -> its predictor."""
+        device = _device(options.get("device", "auto"))
+        model, config = load_exported(path, device)
+        return cls(model, config, **{**options, "device": device})
 
     @torch.no_grad()
     def windows(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """(N, C, h, w) x 2 preprocessed windows -> (N, 1, h, w) probabilities, averaged over the TTA."""
+        """(N, C, h, w) x 2 uint8 windows -> (N, 1, h, w) probabilities, averaged over the TTA."""
         total = torch.zeros(a.shape[0], 1, *a.shape[-2:], device=a.device)
         for dims in self.flips:
             fa, fb = (x.flip(dims) if dims else x for x in (a, b))
@@ -85,14 +100,14 @@ class Predictor:
                 with torch.autocast(
                     self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None
                 ):
-                    logits = self.net(fb, fa) if swap else self.net(fa, fb)
-                p = torch.sigmoid(logits.float())
+                    p = self.model(fb, fa) if swap else self.model(fa, fb)
                 total += p.flip(dims) if dims else p
         return total / (len(self.flips) * len(self.orders))
 
     def _preprocess(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.transform({"A": a, "B": b})
-        return x["A"], x["B"]
+        # Resized whole as evaluation does; scaling and normalisation happen in the model, per window,
+        # so the image stays uint8 (a quarter of float32's memory and of its transfer to a GPU).
+        return self.transform.resize(a), self.transform.resize(b)
 
     def per_pass(self, height: int, width: int) -> int:
         """Windows (or pairs) of this size in one forward pass."""

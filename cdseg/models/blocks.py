@@ -23,6 +23,13 @@ def fusion_factor(mode: str) -> int:
     return FUSION_FACTOR[mode]
 
 
+def halves(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(2B, ...) features of both dates, run as one batch -> the (B, ...) of date A and of date B.
+    Slicing rather than ``chunk``, which an export with a dynamic batch would fix to its example size."""
+    n = x.shape[0] // 2
+    return x[:n], x[n:]
+
+
 def fuse(fa: torch.Tensor, fb: torch.Tensor, mode: Fusion) -> torch.Tensor:
     """Fuse same-scale features of the two dates: (B, C, h, w) x 2 -> (B, k*C, h, w)."""
     if mode == "concat_diff":
@@ -52,10 +59,11 @@ class ChangeDetector(nn.Module):
             raise ValueError(f"dates A and B must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
         h, w = a.shape[-2:]
         pad_h, pad_w = -h % self.stride, -w % self.stride
-        if pad_h or pad_w:
-            mode = "reflect" if pad_h < h and pad_w < w else "replicate"
-            a = F.pad(a, (0, pad_w, 0, pad_h), mode=mode)
-            b = F.pad(b, (0, pad_w, 0, pad_h), mode=mode)
+        # Padded even by zero pixels: no branch on the size, so an export with dynamic height and
+        # width (cdseg.export) records one graph for every size.
+        mode = "reflect" if pad_h < h and pad_w < w else "replicate"
+        a = F.pad(a, (0, pad_w, 0, pad_h), mode=mode)
+        b = F.pad(b, (0, pad_w, 0, pad_h), mode=mode)
         return self.logits(a, b)[..., :h, :w]
 
 

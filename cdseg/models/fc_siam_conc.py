@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from cdseg.models.blocks import halves
 from cdseg.models.fc import FCNet
 
 
@@ -19,5 +20,5 @@ class FCSiamConc(FCNet):
 
     def logits(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         feats, x = self.encoder(torch.cat([a, b], dim=0))  # (2B, C, H, W): both dates in one batch
-        skips = [torch.cat(f.chunk(2, dim=0), dim=1) for f in feats]  # (B, 2C, h, w): [FA, FB]
-        return self.decoder(x.chunk(2, dim=0)[1], skips)
+        skips = [torch.cat(halves(f), dim=1) for f in feats]  # (B, 2C, h, w): [FA, FB]
+        return self.decoder(halves(x)[1], skips)

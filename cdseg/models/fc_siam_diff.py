@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from cdseg.models.blocks import halves
 from cdseg.models.fc import FCNet
 
 
@@ -18,6 +19,6 @@ class FCSiamDiff(FCNet):
 
     def logits(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         feats, x = self.encoder(torch.cat([a, b], dim=0))  # (2B, C, H, W): both dates in one batch
-        skips = [torch.abs(fa - fb) for fa, fb in (f.chunk(2, dim=0) for f in feats)]
-        xa, xb = x.chunk(2, dim=0)
+        skips = [torch.abs(fa - fb) for fa, fb in (halves(f) for f in feats)]
+        xa, xb = halves(x)
         return self.decoder(torch.abs(xa - xb), skips)

@@ -5,7 +5,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cdseg.models.blocks import ChangeDetector, ConvBNReLU, Encoder, Fusion, UpBlock, fuse, fusion_factor, init_prior
+from cdseg.models.blocks import (
+    ChangeDetector,
+    ConvBNReLU,
+    Encoder,
+    Fusion,
+    UpBlock,
+    fuse,
+    fusion_factor,
+    halves,
+    init_prior,
+)
 
 
 class SiameseUNet(ChangeDetector):
@@ -43,7 +53,7 @@ class SiameseUNet(ChangeDetector):
     def logits(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         # Both dates in one batch through the shared encoder: (2B, C, H, W).
         feats = self.encoder(torch.cat([a, b], dim=0))
-        s1, s2, s3, s4 = (fuse(*f.chunk(2, dim=0), self.fusion) for f in feats)
+        s1, s2, s3, s4 = (fuse(*halves(f), self.fusion) for f in feats)
         x = self.fuse4(s4)  # (B, 8*base, H/8, W/8)
         x = self.up3(x, s3)  # (B, 4*base, H/4, W/4)
         x = self.up2(x, s2)  # (B, 2*base, H/2, W/2)

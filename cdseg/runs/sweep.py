@@ -71,20 +71,43 @@ def setting_rows(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def markdown(jobs: list[dict[str, Any]], settings: list[dict[str, Any]]) -> str:
+def shared_overrides(jobs: list[dict[str, Any]]) -> list[str]:
+    """The overrides every job of a sweep (of two jobs or more) was given: said once, above the tables."""
+    lists = [j["overrides"].split() for j in jobs]
+    return [o for o in lists[0] if all(o in other for other in lists[1:])] if len(lists) > 1 else []
+
+
+def best_job(jobs: list[dict[str, Any]], metric: str, mode: str) -> dict[str, Any] | None:
+    """The finished job with the best ``metric`` (``mode`` max or min), if any reported it."""
+    done = [j for j in jobs if j["status"] == "ok" and isinstance(j.get(metric), int | float)]
+    return (max if mode == "max" else min)(done, key=lambda j: j[metric]) if done else None
+
+
+def markdown(
+    jobs: list[dict[str, Any]], settings: list[dict[str, Any]], metric: str = "val/F1", mode: str = "max"
+) -> str:
     metrics = [k for k in KEY_METRICS if any(k in j for j in jobs)]
-    lines = ["| job | overrides | " + " | ".join(metrics) + " | status | folder |"]
+    shared = shared_overrides(jobs)
+
+    def own(overrides: str) -> str:  # what sets this row apart
+        return " ".join(o for o in overrides.split() if o not in shared) or "-"
+
+    lines = [f"overrides of every job: {' '.join(shared)}", ""] if shared else []
+    lines += ["| job | overrides | " + " | ".join(metrics) + " | status | folder |"]
     lines.append("|" + "---|" * (len(metrics) + 4))
     for j in jobs:
         cells = [f"{j[k]:.4f}" if k in j else "-" for k in metrics]
         lines.append(
-            f"| {j['job']} | {j['overrides'] or '-'} | " + " | ".join(cells) + f" | {j['status']} | {j['folder']} |"
+            f"| {j['job']} | {own(j['overrides'])} | " + " | ".join(cells) + f" | {j['status']} | {j['folder']} |"
         )
     lines += ["", "| setting | jobs | failed | " + " | ".join(f"{k} mean ± sd" for k in metrics) + " |"]
     lines.append("|" + "---|" * (len(metrics) + 3))
     for s in settings:
         cells = [f"{s[f'{k} mean']:.4f} ± {s[f'{k} sd']:.4f}" if f"{k} mean" in s else "-" for k in metrics]
-        lines.append(f"| {s['setting']} | {s['jobs']} | {s['failed']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {own(s['setting'])} | {s['jobs']} | {s['failed']} | " + " | ".join(cells) + " |")
+    best = best_job(jobs, metric, mode)
+    if best is not None:  # chosen on the metric the sweep optimises (validation), never on test
+        lines += ["", f"best job by {metric} ({mode}): {best['job']}, {metric} {best[metric]:.4f}: {best['folder']}"]
     return "\n".join(lines) + "\n"
 
 
@@ -97,12 +120,12 @@ def _csv(rows: list[dict[str, Any]]) -> str:
     return out.getvalue()
 
 
-def write_summary(sweep_dir: Path) -> tuple[str, int]:
+def write_summary(sweep_dir: Path, metric: str = "val/F1", mode: str = "max") -> tuple[str, int]:
     """Write ``summary.md``, ``summary.csv`` (jobs) and ``summary_settings.csv``; return the markdown
-    and the number of failed jobs."""
+    and the number of failed jobs. The best job is named by ``metric`` (``mode`` max or min)."""
     jobs = job_rows(sweep_dir)
     settings = setting_rows(jobs)
-    text = markdown(jobs, settings)
+    text = markdown(jobs, settings, metric, mode)
     write_text(sweep_dir / "summary.md", text)
     write_text(sweep_dir / "summary.csv", _csv(jobs))
     write_text(sweep_dir / "summary_settings.csv", _csv(settings))
@@ -116,7 +139,9 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return
-        text, failed = write_summary(sweep_dir)
+        text, failed = write_summary(
+            sweep_dir, config.get("optimized_metric", "val/F1"), config.get("optimized_mode", "max")
+        )
         print(f"\nsweep summary ({sweep_dir / 'summary.md'}):\n{text}")
         if failed:
             print(f"error: {failed} job(s) failed; see the table above", file=sys.stderr)

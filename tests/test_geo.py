@@ -1,0 +1,320 @@
+"""Georeferenced scenes: GeoTIFF pairs built here (two CRSs, a nodata border, scenes larger than a
+block), their outputs' georeferencing and nodata, the grid check and warping, the band and 16-bit
+rules, block-by-block prediction against the whole array, and polygons against the mask."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from cdseg.inference.geo import SceneOptions, predict_scenes
+from cdseg.inference.geo_read import GeoError, is_georeferenced, require_rasterio
+from cdseg.inference.predictor import Predictor
+from predict import predict
+from tests.conftest import ROOT
+
+rasterio = pytest.importorskip("rasterio")
+from rasterio.transform import from_origin  # noqa: E402
+from rasterio.warp import Resampling, reproject, transform_geom  # noqa: E402
+
+UTM31 = "EPSG:32631"
+ORIGIN = from_origin(500000, 5000000, 0.5, 0.5)  # 0.5 m pixels near 45 N
+
+
+def write_tif(path: Path, data: np.ndarray, crs: str | None = UTM31, transform=ORIGIN, nodata=None) -> Path:
+    """(C, H, W) array -> a tiled GeoTIFF."""
+    profile = {"driver": "GTiff", "count": data.shape[0], "height": data.shape[1], "width": data.shape[2]}
+    profile |= {"dtype": data.dtype.name, "crs": crs, "transform": transform, "nodata": nodata}
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    return path
+
+
+def scene(height: int = 150, width: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A smooth uint8 date A and a B with bright buildings added (one crossing block seams)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    a = np.stack([80 + 40 * np.sin(x / 17 + c) + 30 * np.cos(y / 23) for c in range(3)]).astype(np.uint8)
+    a = np.clip(a + rng.integers(0, 6, a.shape), 0, 255).astype(np.uint8)
+    b = a.copy()
+    for top, left, h, w in [(20, 30, 40, 70), (100, 10, 12, 12), (90, 150, 30, 8), (5, 180, 6, 6)]:
+        b[:, top : top + h, left : left + w] = 230
+    return a, b
+
+
+def difference(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """A stub model for tests about files, not the network: |B - A| / 255, mean over bands."""
+    return (b.float() - a.float()).abs().mean(0) / 255
+
+
+def predict_cfg(*overrides: str):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("predict", overrides=list(overrides))
+
+
+def read(path: Path) -> tuple[np.ndarray, dict]:
+    with rasterio.open(path) as src:
+        return src.read(1), src.profile
+
+
+def components(mask: np.ndarray) -> tuple[int, np.ndarray]:
+    count, labels = cv2.connectedComponents((mask == 1).astype(np.uint8), connectivity=4)
+    return count - 1, labels
+
+
+def ring_area(ring: list) -> float:
+    x, y = np.asarray(ring, float).T
+    return 0.5 * (np.dot(x[:-1], y[1:]) - np.dot(x[1:], y[:-1]))
+
+
+def polygon_area(geometry: dict) -> float:
+    exterior, *holes = geometry["coordinates"]
+    return abs(ring_area(exterior)) - sum(abs(ring_area(h)) for h in holes)
+
+
+def test_outputs_carry_the_inputs_georeferencing_and_nodata(trained_run: dict, tmp_path: Path) -> None:
+    a, b = scene()
+    a[:, :, :12] = 0  # A's nodata border (no data west of the swath)
+    b[:, -7:, :] = 0  # B's, on another side
+    write_tif(tmp_path / "a.tif", a, nodata=0)
+    write_tif(tmp_path / "b.tif", b, nodata=0)
+    out = tmp_path / "out"
+    cfg = predict_cfg(
+        f"ckpt_path={trained_run['best_checkpoint']}",
+        f"a={tmp_path / 'a.tif'}",
+        f"b={tmp_path / 'b.tif'}",
+        f"output={out}",
+        "geo.block_size=64",
+        "geo.halo=32",
+    )
+    summary = predict(cfg)
+    assert sorted(p.name for p in out.iterdir()) == ["changes.geojson", "mask.tif", "probability.tif"]
+    mask, mask_profile = read(out / "mask.tif")
+    probs, prob_profile = read(out / "probability.tif")
+    for profile, dtype in ((mask_profile, "uint8"), (prob_profile, "float32")):
+        assert profile["crs"] == UTM31 and profile["transform"] == ORIGIN
+        assert (profile["width"], profile["height"], profile["dtype"]) == (200, 150, dtype)
+        assert profile["tiled"] and profile["compress"] == "deflate"
+    assert mask_profile["nodata"] == 255 and np.isnan(prob_profile["nodata"])
+    nodata = np.zeros(mask.shape, bool)
+    nodata[:, :12] = nodata[-7:, :] = True  # nodata in either date is nodata in both outputs
+    assert (mask == 255).tolist() == nodata.tolist() and np.isnan(probs).tolist() == nodata.tolist()
+    assert set(np.unique(mask[~nodata])) <= {0, 1}
+    assert ((probs[~nodata] > summary["threshold"]) == (mask[~nodata] == 1)).all()
+    assert summary["scenes"][0]["valid_pixels"] == (~nodata).sum()
+
+
+def test_a_scene_larger_than_a_block_matches_the_whole_array(trained_run: dict, tmp_path: Path) -> None:
+    a, b = scene(seed=3)
+    write_tif(tmp_path / "a.tif", a)
+    write_tif(tmp_path / "b.tif", b)
+    predictor = Predictor.from_checkpoint(trained_run["best_checkpoint"], tmp_path, device="cpu")
+    whole = predictor(torch.from_numpy(a), torch.from_numpy(b)).numpy()  # one window: no seams at all
+    threshold = float(np.median(whole))  # half the pixels changed, so the masks' agreement means something
+    pairs = [("b.tif", tmp_path / "a.tif", tmp_path / "b.tif")]
+    errors = {}
+    for halo in (0, 32):  # 12 blocks of 64 px, read with and without context
+        out = tmp_path / f"halo{halo}"
+        predict_scenes(predictor, pairs, out, SceneOptions(block_size=64, halo=halo, geojson_crs="native"), threshold)
+        blocked, _ = read(out / "probability.tif")
+        errors[halo] = np.abs(blocked - whole).max()
+    mask, _ = read(tmp_path / "halo32" / "mask.tif")
+    assert errors[32] < 1e-4 and errors[32] < errors[0] / 10  # the halo is what removes the seams
+    assert ((mask == 1) == (whole > threshold)).mean() > 0.999
+
+
+@pytest.mark.parametrize("block", [32, 48, 256])
+def test_polygons_are_the_masks_regions_with_their_area(tmp_path: Path, block: int) -> None:
+    a, b = scene()
+    b[:, 70:130, 60:120] = 230  # a square with a hole, across several blocks
+    b[:, 90:100, 85:95] = a[:, 90:100, 85:95]
+    b[:, 140, 100] = b[:, 141, 101] = 230  # diagonal neighbours: two polygons under 4-connectivity
+    write_tif(tmp_path / "a.tif", a)
+    write_tif(tmp_path / "b.tif", b)
+    options = SceneOptions(block_size=block, halo=8, geojson_crs="native")
+    predict_scenes(difference, [("b.tif", tmp_path / "a.tif", tmp_path / "b.tif")], tmp_path / "out", options, 0.3)
+    mask, _ = read(tmp_path / "out" / "mask.tif")
+    probs, _ = read(tmp_path / "out" / "probability.tif")
+    collection = json.loads((tmp_path / "out" / "changes.geojson").read_text())
+    features = collection["features"]
+    count, labels = components(mask)
+    assert count == len(features) == 7
+    assert collection["crs"]["properties"]["name"] == "urn:ogc:def:crs:EPSG::32631"
+    assert collection["area_unit"] == "square metre"
+    pixel_area = 0.25
+    assert sum(f["properties"]["pixels"] for f in features) == (mask == 1).sum()
+    assert sum(f["properties"]["area"] for f in features) == pytest.approx((mask == 1).sum() * pixel_area)
+    expected = sorted(
+        (int((labels == k).sum()), round(float(probs[labels == k].mean()), 4)) for k in range(1, count + 1)
+    )
+    found = sorted((f["properties"]["pixels"], round(f["properties"]["mean_probability"], 4)) for f in features)
+    assert found == expected
+    for f in features:  # each outline encloses exactly its pixels
+        assert polygon_area(f["geometry"]) == pytest.approx(f["properties"]["area"])
+    assert any(len(f["geometry"]["coordinates"]) == 2 for f in features)  # the hole survives the seams
+
+
+def test_min_area_and_the_geographic_polygons(tmp_path: Path) -> None:
+    a, b = scene()
+    write_tif(tmp_path / "a.tif", a)
+    write_tif(tmp_path / "b.tif", b)
+    pairs = [("b.tif", tmp_path / "a.tif", tmp_path / "b.tif")]
+    summary = predict_scenes(difference, pairs, tmp_path / "out", SceneOptions(block_size=64, min_area=10), 0.3)
+    features = json.loads((tmp_path / "out" / "changes.geojson").read_text())["features"]
+    # 40x70, 12x12 and 30x8 px kept; the 6x6 one is 9 m2 at 0.25 m2 a pixel
+    assert sorted(f["properties"]["pixels"] for f in features) == [144, 240, 2800]
+    assert summary["scenes"][0]["below_min_area"] == 1
+    lon, lat = np.concatenate([np.asarray(f["geometry"]["coordinates"][0]) for f in features]).T
+    assert 2.99 < lon.min() < lon.max() < 3.01 and 45.1 < lat.min() < lat.max() < 45.2  # RFC 7946: lon/lat
+
+
+def test_a_geographic_scene_reports_square_metres(tmp_path: Path) -> None:
+    a, b = scene()
+    grid = from_origin(3.0, 45.2, 5e-6, 5e-6)
+    write_tif(tmp_path / "a.tif", a, crs="EPSG:4326", transform=grid)
+    write_tif(tmp_path / "b.tif", b, crs="EPSG:4326", transform=grid)
+    options = SceneOptions(block_size=64, geojson_crs="native")
+    predict_scenes(difference, [("b.tif", tmp_path / "a.tif", tmp_path / "b.tif")], tmp_path / "out", options, 0.3)
+    collection = json.loads((tmp_path / "out" / "changes.geojson").read_text())
+    assert collection["area_unit"] == "square metre"
+    for f in collection["features"]:  # against the outline's area on a UTM projection (scale ~ 1 at 3 E)
+        utm = transform_geom("EPSG:4326", UTM31, f["geometry"])
+        assert f["properties"]["area"] == pytest.approx(polygon_area(utm), rel=2e-3)
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"crs": "EPSG:32632"}, "CRS (EPSG:32631 vs EPSG:32632)"),
+        ({"transform": from_origin(500010, 5000000, 0.5, 0.5)}, "transform ((0.5, 0, 500000, 0, -0.5, 5000000) vs"),
+        ({"size": (150, 190)}, "size (200x150 vs 190x150 px)"),
+    ],
+)
+def test_pairs_on_different_grids_are_refused_naming_the_difference(tmp_path: Path, change: dict, named: str) -> None:
+    a, b = scene()
+    write_tif(tmp_path / "a.tif", a)
+    size = change.pop("size", None)
+    write_tif(tmp_path / "b.tif", b[:, : size[0], : size[1]] if size else b, **change)
+    pairs = [("b.tif", tmp_path / "a.tif", tmp_path / "b.tif")]
+    with pytest.raises(GeoError, match="are not on one grid") as e:
+        predict_scenes(difference, pairs, tmp_path / "out", SceneOptions(), 0.3)
+    assert named in str(e.value) and "geo.align=warp" in str(e.value)
+    assert not list((tmp_path / "out").iterdir())  # nothing written, not even a temporary file
+
+
+def test_warp_resamples_b_from_another_crs_onto_a_grid(tmp_path: Path) -> None:
+    a, b = scene()
+    write_tif(tmp_path / "a.tif", a)
+    # B as another provider would deliver it: geographic coordinates, its own pixel grid.
+    grid = from_origin(2.99995, 45.15352, 7e-6, 5e-6)  # covers A with a margin
+    b_geo = np.zeros((3, 150, 200), np.uint8)
+    reproject(b, b_geo, src_transform=ORIGIN, src_crs=UTM31, dst_transform=grid, dst_crs="EPSG:4326",
+              resampling=Resampling.bilinear, dst_nodata=0)  # fmt: skip
+    write_tif(tmp_path / "b.tif", b_geo, crs="EPSG:4326", transform=grid, nodata=0)
+    pairs = [("b.tif", tmp_path / "a.tif", tmp_path / "b.tif")]
+    options = SceneOptions(align="warp", block_size=64)
+    predict_scenes(difference, pairs, tmp_path / "out", options, 0.3)
+    mask, profile = read(tmp_path / "out" / "mask.tif")
+    assert profile["crs"] == UTM31 and profile["transform"] == ORIGIN and mask.shape == (150, 200)
+    truth = (np.abs(b.astype(int) - a.astype(int)).mean(0) / 255 > 0.3)[mask != 255]
+    found = mask[mask != 255] == 1
+    assert (truth & found).sum() / (truth | found).sum() > 0.9  # resampling moves outlines by a pixel at most
+    assert (mask == 255).mean() < 0.02  # B's resampled nodata edge only
+
+
+def test_bands_and_16_bit_data_follow_the_rules(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    a = rng.integers(200, 3800, (4, 100, 130)).astype(np.uint16)  # blue, green, red, near-infrared
+    a[:, :, :5] = 0
+    write_tif(tmp_path / "a.tif", a, nodata=0)
+    write_tif(tmp_path / "b.tif", a, nodata=0)
+    seen: list[torch.Tensor] = []
+
+    def recording(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        seen.append(x.clone())
+        return torch.zeros(x.shape[-2:])
+
+    pairs = [("b.tif", tmp_path / "a.tif", tmp_path / "b.tif")]
+
+    def run(**options) -> np.ndarray:
+        seen.clear()
+        predict_scenes(recording, pairs, tmp_path / "out", SceneOptions(block_size=256, halo=0, **options), 0.5, True)
+        return seen[0].numpy()
+
+    fed = run(bands=(3, 2, 1), stretch="range", range=(0, 4000))
+    expected = np.clip(a[[2, 1, 0]] / 4000 * 255 + 0.5, 0, 255).astype(np.uint8)
+    expected[:, :, :5] = 0  # nodata is fed as 0
+    assert np.array_equal(fed, expected)
+    fed = run(bands=(3, 2, 1))  # stretch=auto: 2-98 percentiles of each band, valid pixels only
+    lo, hi = np.percentile(a[[2, 1, 0], :, 5:].reshape(3, -1), [2, 98], axis=1)
+    expected = np.clip((a[[2, 1, 0]] - lo[:, None, None]) / (hi - lo)[:, None, None] * 255 + 0.5, 0, 255)
+    assert np.abs(fed[:, :, 5:].astype(int) - expected[:, :, 5:].astype(np.uint8)).max() <= 1
+    # The stretch is one per date, never per block: blocks of 32 see the same mapping.
+    seen.clear()
+    predict_scenes(recording, pairs, tmp_path / "out", SceneOptions(block_size=32, halo=0, bands=(3, 2, 1)), 0.5, True)
+    assert np.array_equal(seen[6].numpy(), fed[:, 32:64, 32:64])  # 5 blocks a row: row 1, column 1
+    write_tif(tmp_path / "grey.tif", a[:1], nodata=0)
+    grey = [("grey.tif", tmp_path / "grey.tif", tmp_path / "grey.tif")]
+    with pytest.raises(GeoError, match=r"grey.tif has 1 band .* geo.bands=\[1,1,1\]"):
+        predict_scenes(recording, grey, tmp_path / "out", SceneOptions(), 0.5, True)
+    predict_scenes(recording, grey, tmp_path / "out", SceneOptions(bands=(1, 1, 1)), 0.5, True)
+    with pytest.raises(GeoError, match=r"a.tif has 4 band\(s\), geo.bands asks for band\(s\) \[5\]"):
+        predict_scenes(recording, pairs, tmp_path / "out", SceneOptions(bands=(5, 2, 1)), 0.5, True)
+
+
+def test_options_and_outputs_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(GeoError, match="geo.align must be strict or warp, got 'reproject'"):
+        SceneOptions.from_config({"align": "reproject"})
+    with pytest.raises(
+        GeoError, match=r"geo.range must be \[min, max\] with min < max when geo.stretch=range, got None"
+    ):
+        SceneOptions.from_config({"stretch": "range"})
+    with pytest.raises(GeoError, match="geo.block_size must be a positive multiple of 16, got 100"):
+        SceneOptions.from_config({"block_size": 100})
+    assert SceneOptions.from_config(predict_cfg("ckpt_path=x", "output=y").geo) == SceneOptions()
+    a, b = scene(60, 60)
+    write_tif(tmp_path / "a.tif", a)
+    write_tif(tmp_path / "b.tif", b)
+    pairs = [("b.tif", tmp_path / "a.tif", tmp_path / "b.tif")]
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(GeoError, match="exists and is not empty; .* overwrite=true"):
+        predict_scenes(difference, pairs, out, SceneOptions(), 0.3)
+    predict_scenes(difference, pairs, out, SceneOptions(), 0.3, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["changes.geojson", "mask.tif", "notes.txt", "probability.tif"]
+
+
+def test_only_georeferenced_tiffs_take_the_scene_path(tmp_path: Path) -> None:
+    a, _ = scene(40, 40)
+    cv2.imwrite(str(tmp_path / "plain.png"), a.transpose(1, 2, 0))
+    cv2.imwrite(str(tmp_path / "plain.tif"), a.transpose(1, 2, 0))
+    write_tif(tmp_path / "geo.tif", a)
+    write_tif(tmp_path / "grid_only.tif", a, crs=None)  # a geotransform without a CRS is georeferenced too
+    found = {name: is_georeferenced(tmp_path / name) for name in ("plain.png", "plain.tif", "geo.tif", "grid_only.tif")}
+    assert found == {"plain.png": False, "plain.tif": False, "geo.tif": True, "grid_only.tif": True}
+
+
+def test_without_rasterio_a_scene_names_the_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = scene(40, 40)
+    write_tif(tmp_path / "a.tif", a)
+    write_tif(tmp_path / "b.tif", b)
+    for name in [m for m in sys.modules if m == "rasterio" or m.startswith("rasterio.")]:
+        monkeypatch.setitem(sys.modules, name, None)  # import rasterio now raises ImportError
+    with pytest.raises(GeoError) as e:
+        require_rasterio()
+    assert str(e.value) == 'georeferenced scenes need rasterio, which is not installed: pip install "cdseg[geo]"'
+    assert is_georeferenced(tmp_path / "a.tif")  # read from the GeoTIFF tags without GDAL
+    cfg = predict_cfg(
+        "ckpt_path=unused", f"a={tmp_path / 'a.tif'}", f"b={tmp_path / 'b.tif'}", f"output={tmp_path / 'o'}"
+    )
+    monkeypatch.setattr("predict.load_predictor", lambda cfg: (difference, 0.5))
+    with pytest.raises(GeoError, match=r'pip install "cdseg\[geo\]"'):
+        predict(cfg)
