@@ -25,7 +25,7 @@ def to_px(recall: float, precision: float) -> tuple[int, int]:
     return int(MARGIN + recall * SIZE), int(MARGIN + (1 - precision) * SIZE)
 
 
-def draw(curves: dict, threshold: float, title: str) -> np.ndarray:
+def draw(curves: dict, ap: dict[str, float], threshold: float, title: str) -> np.ndarray:
     """(H, W, 3) RGB picture: both curves, their AP, and the point of each at ``threshold``."""
     img = np.full((SIZE + 2 * MARGIN, SIZE + 2 * MARGIN + 180, 3), 255, np.uint8)
     for t in np.linspace(0, 1, 6):  # grid and ticks every 0.2
@@ -47,7 +47,7 @@ def draw(curves: dict, threshold: float, title: str) -> np.ndarray:
         cv2.circle(img, to_px(curve["recall"][i], curve["precision"][i]), 6, colour, -1, cv2.LINE_AA)
         y = MARGIN + 20 + 48 * row
         cv2.line(img, (MARGIN + SIZE + 16, y - 5), (MARGIN + SIZE + 40, y - 5), colour, 2, cv2.LINE_AA)
-        cv2.putText(img, f"{split} AP {curve['AP']:.3f}", (MARGIN + SIZE + 46, y), FONT, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(img, f"{split} AP {ap[split]:.3f}", (MARGIN + SIZE + 46, y), FONT, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
         f1 = curve["F1"][i]
         cv2.putText(img, f"F1 {f1:.3f} at t", (MARGIN + SIZE + 46, y + 20), FONT, 0.45, (60, 60, 60), 1, cv2.LINE_AA)
     cv2.putText(
@@ -66,7 +66,8 @@ def main() -> None:
     if not curves:
         raise SystemExit(f"error: {args.run / 'metrics.json'} holds no curves (train with this version of train.py)")
     threshold = float(metrics.get("threshold", 0.5))
-    write_png(args.out, draw(curves, threshold, f"precision-recall, {args.run.name}"))
+    ap = {k: metrics[k][f"{k}/AP"] for k in curves}
+    write_png(args.out, draw(curves, ap, threshold, f"precision-recall, {args.run.name}"))
     print(f"{args.out}: val and test curves of {args.run}, threshold {threshold:.3f}")
 
 
