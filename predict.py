@@ -165,9 +165,15 @@ def scene_pairs(cfg: DictConfig) -> list[tuple[str, Path, Path]] | None:
     if mode is False or (cfg.input and (cfg.a or cfg.b)) or not (cfg.input or (cfg.a and cfg.b)):
         return None  # collect_pairs names what is missing or conflicting
     if cfg.input:
+        pairs = find_pairs(cfg.input, dict(cfg.dirs), list(cfg.extensions), False)
+        if mode == "auto" and pairs and is_georeferenced(pairs[0].a):  # a choice, not a silent drop
+            raise PredictError(
+                f"{pairs[0].a} is georeferenced: set geo.scene=true to predict every pair of {cfg.input} as a"
+                " scene (GeoTIFF and GeoJSON outputs, no scores), or geo.scene=false to predict them as images"
+            )
         if mode is not True:
             return None
-        return [(p.name, p.a, p.b) for p in find_pairs(cfg.input, dict(cfg.dirs), list(cfg.extensions), False)]
+        return [(p.name, p.a, p.b) for p in pairs]
     if mode is True or is_georeferenced(cfg.a) or is_georeferenced(cfg.b):
         if cfg.label:
             raise PredictError(f"label={cfg.label}: a georeferenced scene is predicted, not scored; leave label out")
@@ -182,6 +188,12 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     if scenes is not None:
         options = SceneOptions.from_config(cfg.geo)  # checked before the model loads
         predictor, threshold = load_predictor(cfg)
+        resize = predictor.config.get("data", {}).get("resize")
+        if resize is not None:  # each block would be squeezed to that size: the scale would follow the block
+            raise PredictError(
+                f"{predictor.config['checkpoint_file']} was trained with data.resize={resize}; a scene is predicted"
+                " block by block at its own resolution, so it needs a run trained without data.resize"
+            )
         return predict_scenes(predictor, scenes, cfg.output, options, threshold, cfg.overwrite, bool(cfg.input))
     dataset = collect_pairs(cfg)
     with_labels = all(p.label is not None for p in dataset.pairs)

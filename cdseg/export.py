@@ -14,6 +14,7 @@ See conf/export.yaml.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import logging
@@ -153,7 +154,8 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     """Run the export described by ``cfg`` (conf/export.yaml); return the summary."""
     out = check_options(cfg)
     net, config = load_checkpoint(cfg.ckpt_path, cfg.runs_dir)
-    model = ChangeProbability.of_run(net.to(memory_format=torch.contiguous_format), config).eval()
+    reference = ChangeProbability.of_run(net, config).eval()  # as predict.py runs it (channels_last or not)
+    model = copy.deepcopy(reference).to(memory_format=torch.contiguous_format)  # what the file holds
     channels = int(config["model"].get("in_channels", 3))
     side = max(64, 2 * model.min_side)
     example = example_inputs(model, channels, cfg.input_dtype, 2, side, side)
@@ -171,7 +173,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
             ("random", *example_inputs(model, channels, "uint8", 1, *odd)),
         ]
         source, real = real_pairs(cfg, config) if channels == 3 else ("none: not a 3-band model", [])
-        diffs = parity(model, exported, cases + [(f"real {n}", a, b) for n, a, b in real])
+        diffs = parity(reference, exported, cases + [(f"real {n}", a, b) for n, a, b in real])
         worst = max(d for _, d in diffs)
         if worst > cfg.tolerance:
             table = "; ".join(f"{n}: {d:.2e}" for n, d in diffs)

@@ -18,8 +18,14 @@ from omegaconf import DictConfig, OmegaConf
 from cdseg.config import flatten
 from cdseg.errors import ConfigError
 
-# Config groups whose options need an optional extra: (a module the extra provides, the extra).
-EXTRAS = {"hparams_search": ("hydra_plugins.hydra_optuna_sweeper", "sweep")}
+# Config choices that need an optional extra: (group, option or None for any) -> (a module the
+# extra provides, the extra).
+EXTRAS = {
+    ("hparams_search", None): ("hydra_plugins.hydra_optuna_sweeper", "sweep"),
+    ("hydra/sweeper", "optuna"): ("hydra_plugins.hydra_optuna_sweeper", "sweep"),
+    ("hydra/launcher", "submitit_slurm"): ("hydra_plugins.hydra_submitit_launcher", "slurm"),
+    ("hydra/launcher", "submitit_local"): ("hydra_plugins.hydra_submitit_launcher", "slurm"),
+}
 
 
 def check_extras(args: Sequence[str]) -> None:
@@ -27,8 +33,9 @@ def check_extras(args: Sequence[str]) -> None:
     (Hydra would say only that a config it cannot see is missing)."""
     for arg in args:
         key, _, value = arg.lstrip("+").partition("=")
-        if key in EXTRAS and value not in ("", "null"):
-            module, extra = EXTRAS[key]
+        need = EXTRAS.get((key, value)) or EXTRAS.get((key, None))
+        if need and value not in ("", "null"):
+            module, extra = need
             if importlib.util.find_spec(module.split(".")[0]) is None or importlib.util.find_spec(module) is None:
                 raise ConfigError(f'{key}={value} needs the {extra} extra: pip install "cdseg[{extra}]"')
 

@@ -47,6 +47,7 @@ FORBIDDEN = {
             "tile",
             "device_augment",
             "preprocess",
+            "color",
         )
     },
     **{

@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 
 from cdseg.export import ExportError, export
 from cdseg.inference.checkpoint import load_checkpoint
-from cdseg.inference.exported import ExportedModelError, load_exported
+from cdseg.inference.exported import ExportedModelError, auto_device, load_exported
 from cdseg.inference.probability import ChangeProbability
 from predict import predict
 from tests.conftest import ROOT
@@ -163,8 +163,37 @@ def test_unusable_model_files_are_named(exported: dict[str, Path], tmp_path: Pat
     with pytest.raises(ExportedModelError, match="holds no cdseg metadata"):
         load_exported(tmp_path / "plain.pt")
     model, _ = load_exported(exported["torchscript"])
-    with pytest.raises(ExportedModelError, match=r"at least 8 px, got 4x40"):
-        model(*random_pair(1, 4, 40, 0))
+    a, b = random_pair(1, 40, 40, 0)
+    with pytest.raises(
+        ExportedModelError,
+        match=r"takes two \(N, 3, H, W\) dates of one shape, got \(1, 3, 40, 40\) and \(1, 3, 40, 39\)",
+    ):
+        model(a, b[..., :39])
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_images_smaller_than_the_downsampling_are_padded_as_the_network_pads_them(
+    fmt: str, exported: dict[str, Path], trained_run: dict
+) -> None:
+    net, config = load_checkpoint(trained_run["best_checkpoint"])
+    reference = ChangeProbability.of_run(net, config).eval()
+    model, meta = load_exported(exported[fmt])
+    for h, w in [(4, 40), (5, 3), (1, 1)]:  # sides under min_side (8): replication, not reflection
+        a, b = random_pair(2, h, w, h * w)
+        with torch.no_grad():
+            want = reference(a, b)
+        got = model(a, b)
+        assert got.shape == want.shape == (2, 1, h, w) and (got - want).abs().max() <= TOLERANCE
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit is in maintenance
+def test_a_torchscript_file_holds_no_device_of_its_own(exported: dict[str, Path]) -> None:
+    """Tracing freezes a tensor made inside forward on the device it was made on; the statistics are
+    buffers instead, so the file runs wherever map_location puts it."""
+    module = torch.jit.load(str(exported["torchscript"]))
+    code = "\n".join(m.code for _, m in module.named_modules() if hasattr(m, "code"))
+    assert "self.mean" in code and "torch.device(" not in code
+    assert {name for name, _ in module.named_buffers()} >= {"mean", "std"}
 
 
 def test_the_command_line_reports_a_bad_option_in_one_line(tmp_path: Path) -> None:
@@ -172,3 +201,16 @@ def test_the_command_line_reports_a_bad_option_in_one_line(tmp_path: Path) -> No
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == ["error: nowhere: no such checkpoint file or run folder"]
+
+
+def test_device_auto_runs_an_onnx_file_on_the_cpu_when_onnxruntime_has_no_gpu(monkeypatch) -> None:
+    import onnxruntime
+
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert auto_device("model.onnx", cuda) == torch.device("cpu")
+    assert auto_device("model.pt", cuda) == cuda  # TorchScript runs wherever torch does
+    monkeypatch.setattr(
+        onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
+    assert auto_device("model.onnx", cuda) == cuda

@@ -14,6 +14,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from cdseg.errors import CdsegError
 from cdseg.inference.geo import SceneOptions, predict_scenes
 from cdseg.inference.geo_read import GeoError, is_georeferenced, require_rasterio
 from cdseg.inference.predictor import Predictor
@@ -315,6 +316,44 @@ def test_without_rasterio_a_scene_names_the_install(tmp_path: Path, monkeypatch:
     cfg = predict_cfg(
         "ckpt_path=unused", f"a={tmp_path / 'a.tif'}", f"b={tmp_path / 'b.tif'}", f"output={tmp_path / 'o'}"
     )
-    monkeypatch.setattr("predict.load_predictor", lambda cfg: (difference, 0.5))
+    monkeypatch.setattr("predict.load_predictor", lambda cfg: (Stub(), 0.5))
     with pytest.raises(GeoError, match=r'pip install "cdseg\[geo\]"'):
         predict(cfg)
+
+
+class Stub:
+    """:func:`difference` with the predictor's ``config``."""
+
+    def __init__(self, data: dict | None = None) -> None:
+        self.config = {"data": data or {}, "checkpoint_file": "run/checkpoints/best.ckpt"}
+
+    def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return difference(a, b)
+
+
+def test_a_pixel_is_nodata_only_where_all_its_bands_are(tmp_path: Path) -> None:
+    a, b = scene(40, 40)
+    a[:, :5, :] = 0  # a nodata strip: every band at the nodata value
+    a[0, 20:25, 20:25] = 0  # dark red channel only: a valid pixel, as GDAL's dataset mask has it
+    write_tif(tmp_path / "a.tif", a, nodata=0)
+    write_tif(tmp_path / "b.tif", b, nodata=0)
+    predict_scenes(difference, [("b.tif", tmp_path / "a.tif", tmp_path / "b.tif")], tmp_path / "o", SceneOptions(), 0.5)
+    mask, _ = read(tmp_path / "o" / "mask.tif")
+    assert (mask[:5] == 255).all() and (mask[5:] != 255).all()
+
+
+def test_scene_requests_that_would_mislead_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = scene(40, 40)
+    for part, image in (("A", a), ("B", b)):
+        (tmp_path / "in" / part).mkdir(parents=True)
+        write_tif(tmp_path / "in" / part / "x.tif", image)
+    folder = predict_cfg("ckpt_path=unused", f"input={tmp_path / 'in'}", f"output={tmp_path / 'o'}")
+    with pytest.raises(CdsegError, match=r"x.tif is georeferenced: set geo.scene=true .* or geo.scene=false"):
+        predict(folder)
+    pair = predict_cfg(
+        "ckpt_path=unused", f"a={tmp_path / 'in/A/x.tif'}", f"b={tmp_path / 'in/B/x.tif'}", f"output={tmp_path / 'o'}"
+    )
+    monkeypatch.setattr("predict.load_predictor", lambda cfg: (Stub({"resize": 64}), 0.5))
+    with pytest.raises(CdsegError, match=r"trained with data.resize=64; .* needs a run trained without data.resize"):
+        predict(pair)
+    assert not (tmp_path / "o").exists()

@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from cdseg.baseline import evaluate as baseline
 from cdseg.data.synthetic import SyntheticSpec, generate
 from cdseg.precision import cpu_has_native_bf16
+from cdseg.runs.sweep import write_summary
 from tests.conftest import ROOT, tiny_overrides
 from train import train
 
@@ -195,7 +196,12 @@ def test_an_optuna_search_maximises_val_f1_and_ends_with_the_summary(tiny_data: 
     overrides = [o for o in tiny_overrides(tiny_data, tmp_path) if not o.startswith("paths.")]
     sweep = tmp_path / "search"
     proc = run_cli(
-        "hparams_search=recipe", "hydra.sweeper.n_trials=2", *overrides, f"hydra.sweep.dir={sweep}", cwd=tmp_path
+        "hparams_search=recipe",
+        "hydra.sweeper.n_trials=2",
+        f"hydra.sweeper.storage=sqlite:///{tmp_path / 'search.db'}",  # the study kept in a database
+        *overrides,
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = list(csv.DictReader((sweep / "summary.csv").read_text().splitlines()))
@@ -212,6 +218,7 @@ def test_an_optuna_search_maximises_val_f1_and_ends_with_the_summary(tiny_data: 
     assert rows[0]["overrides"] != rows[1]["overrides"]
     result = OmegaConf.load(sweep / "optimization_results.yaml")  # what Optuna maximised: val/F1
     assert result.best_value == pytest.approx(max(values))
+    assert (tmp_path / "search.db").stat().st_size > 0
 
 
 def test_a_search_without_its_extra_names_the_install(tmp_path: Path) -> None:
@@ -326,3 +333,21 @@ def test_a_refused_run_never_removes_a_folder_that_held_something_before(tiny_da
     proc = run_cli(*overrides, f"paths.output_dir={mine}", "data.hflip=2", cwd=tmp_path)
     assert proc.returncode == 1 and "data.hflip must be a probability" in proc.stderr
     assert (mine / "notes.txt").read_text() == "kept"
+
+
+def test_the_summary_keeps_an_override_with_spaces_whole(tmp_path: Path) -> None:
+    for job, brightness in (("0", 0.2), ("1", 0.3)):  # two finished jobs, as Hydra and train.py leave them
+        (tmp_path / job / ".hydra").mkdir(parents=True)
+        overrides = ["model.base=8", f"data.color_jitter={{brightness: {brightness}}}", "seed=0"]
+        OmegaConf.save(OmegaConf.create(overrides), tmp_path / job / ".hydra" / "overrides.yaml")
+        metrics = {"val": {"val/F1": brightness}, "test": {"test/F1": 0.1}}
+        (tmp_path / job / "metrics.json").write_text(json.dumps(metrics))
+    text, failed = write_summary(tmp_path)
+    assert failed == 0 and "overrides of every job: model.base=8 seed=0" in text
+    assert "| 1 | data.color_jitter={brightness: 0.3} | 0.3000 |" in text
+    assert "best job by val/F1 (max): 1, val/F1 0.3000" in text
+    rows = list(csv.DictReader((tmp_path / "summary.csv").read_text().splitlines()))
+    assert (
+        rows[0]["overrides"] == "model.base=8 data.color_jitter={brightness: 0.2} seed=0"
+        and "_overrides" not in rows[0]
+    )

@@ -1,9 +1,14 @@
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torchvision import tv_tensors
+from torchvision.transforms import v2
 
+from cdseg.data.color import ColorJitter
 from cdseg.data.preprocess import EvalTransform
-from cdseg.data.transforms import Augment, build_transforms
+from cdseg.data.transforms import Augment, PerDate, build_transforms
+from tests.conftest import ROOT
 
 
 def coded_sample(h: int = 40, w: int = 56) -> dict:
@@ -102,3 +107,50 @@ def test_the_torch_only_eval_transform_equals_torchvisions_bit_for_bit(resize, n
     )
     for key in ("A", "B", "mask"):
         assert torch.equal(ours[key], theirs[key].as_subclass(torch.Tensor)), key
+
+
+def _test_images() -> list[torch.Tensor]:
+    """Random noise, smooth colour ramps, a flat grey and, when ../shared is here, a real LEVIR crop."""
+    g = torch.Generator().manual_seed(0)
+    yy, xx = torch.meshgrid(torch.linspace(0, 255, 96), torch.linspace(0, 255, 80), indexing="ij")
+    images = [
+        torch.randint(0, 256, (3, 64, 72), generator=g, dtype=torch.uint8),
+        torch.stack([yy, xx, 255 - yy]).to(torch.uint8),
+        torch.full((3, 32, 32), 128, dtype=torch.uint8),
+    ]
+    tile = ROOT.parent / "shared" / "data" / "levir-cd-samples" / "tiles-1024" / "test" / "A" / "test_1.png"
+    if tile.is_file():
+        images.append(torch.from_numpy(np.asarray(Image.open(tile).convert("RGB"))[:256, :256].copy()).permute(2, 0, 1))
+    return images
+
+
+@pytest.mark.parametrize("options", [{"hue": 0.5}, {"brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.1}])
+def test_the_fast_colour_jitter_equals_torchvisions_within_a_few_grey_levels(options: dict) -> None:
+    ours, theirs = ColorJitter(**options), v2.ColorJitter(**options)
+    torch.manual_seed(0)
+    differing, pixels = 0, 0
+    for image in _test_images():
+        for _ in range(25):
+            params = theirs.make_params([image])  # the same draws feed both
+            want = theirs.transform(image, params)
+            got = ours.transform(tv_tensors.Image(image), params)
+            assert isinstance(got, tv_tensors.Image) and got.dtype == torch.uint8 and got.shape == image.shape
+            diff = (got.as_subclass(torch.Tensor).int() - want.int()).abs()
+            assert diff.max() <= 3
+            differing, pixels = differing + int((diff > 0).sum()), pixels + diff.numel()
+    assert differing / pixels < 1e-3, differing / pixels
+    floats = torch.rand(3, 16, 16)  # not uint8: torchvision's own path, exactly
+    params = theirs.make_params([floats])
+    assert torch.equal(ours.transform(floats, params), theirs.transform(floats, params))
+
+
+def test_the_pipelines_jitter_draws_as_torchvisions() -> None:
+    """Same seed, same options: the training pipeline's jitter and torchvision's draw the same factors."""
+    augment = Augment(hflip=0.0, color_jitter={"brightness": 0.3, "hue": 0.05})
+    (step,) = [s for s in augment.steps() if isinstance(s, PerDate)]
+    torch.manual_seed(3)
+    ours = [step.transform.make_params([]) for _ in range(5)]
+    torch.manual_seed(3)
+    theirs = [v2.ColorJitter(brightness=0.3, hue=0.05).make_params([]) for _ in range(5)]
+    for a, b in zip(ours, theirs, strict=True):
+        assert torch.equal(a["fn_idx"], b["fn_idx"]) and a["hue_factor"] == b["hue_factor"]

@@ -19,6 +19,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from cdseg.config import int_problem, probability_problem, raise_problems
+from cdseg.data.color import ColorJitter
 from cdseg.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, resize_problem
 
 
@@ -93,7 +94,8 @@ class Augment:
         hflip, vflip: flip probabilities.
         rot90: random multiples of 90 degrees.
         swap: probability of exchanging A and B.
-        color_jitter: ``v2.ColorJitter`` arguments, drawn independently for A and B.
+        color_jitter: ``v2.ColorJitter`` arguments, drawn independently for A and B (computed by
+            :class:`cdseg.data.color.ColorJitter`, its fast equivalent on uint8 CPU images).
     """
 
     crop_size: int | None = None
@@ -127,7 +129,7 @@ class Augment:
         if self.swap:
             steps.append(RandomSwap(self.swap))
         if self.color_jitter:
-            steps.append(PerDate(v2.ColorJitter(**self.color_jitter)))
+            steps.append(PerDate(ColorJitter(**self.color_jitter)))
         return steps
 
 

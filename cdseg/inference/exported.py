@@ -52,17 +52,31 @@ class ExportedModel(nn.Module):
         self.input_dtype = INPUT_DTYPES[meta["input_dtype"]]
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        h, w = a.shape[-2:]
-        if min(h, w) < self.meta["min_side"]:
+        if a.shape != b.shape or a.ndim != 4 or a.shape[1] != self.meta["in_channels"]:
             raise ExportedModelError(
-                f"{self.file} takes image sides of at least {self.meta['min_side']} px, got {h}x{w}"
+                f"{self.file} takes two (N, {self.meta['in_channels']}, H, W) dates of one shape,"
+                f" got {tuple(a.shape)} and {tuple(b.shape)}"
             )
+        h, w = a.shape[-2:]
+        side = self.meta["min_side"]
+        if min(h, w) < side:
+            # The exported graph pads by reflection, which needs sides of at least `side`; the network
+            # itself pads such small inputs by replication to a multiple of it, as here.
+            a, b = (_replicate_pad(x, -h % side, -w % side) for x in (a, b))
         if self.input_dtype != a.dtype:  # uint8 dates into a float model: scaled as training did
             a, b = scale(a), scale(b)
-        return self.run(a, b)
+        return self.run(a, b)[..., :h, :w]
 
     def run(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+
+def _replicate_pad(x: torch.Tensor, bottom: int, right: int) -> torch.Tensor:
+    """(..., H, W) -> (..., H + bottom, W + right), the last row and column repeated; any dtype."""
+    h, w = x.shape[-2:]
+    rows = torch.arange(h + bottom, device=x.device).clamp_(max=h - 1)
+    cols = torch.arange(w + right, device=x.device).clamp_(max=w - 1)
+    return x.index_select(-2, rows).index_select(-1, cols)
 
 
 class OnnxModel(ExportedModel):
@@ -82,6 +96,18 @@ class TorchScriptModel(ExportedModel):
 
     def run(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return self.module(a, b)
+
+
+def auto_device(file: str | Path, device: torch.device) -> torch.device:
+    """The device for ``device=auto``: a GPU only where the file's runtime can use one (the CPU
+    build of onnxruntime cannot), the CPU otherwise."""
+    if device.type != "cuda" or Path(file).suffix != ".onnx":
+        return device
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return device  # loading says what to install
+    return device if "CUDAExecutionProvider" in ort.get_available_providers() else torch.device("cpu")
 
 
 def onnx_session(file: Path, device: torch.device) -> Any:
@@ -110,7 +136,7 @@ def _parse_metadata(file: Path, text: str | bytes | None) -> dict[str, Any]:
         meta = json.loads(text)
     except ValueError:
         raise ExportedModelError(f"{file}: its cdseg metadata is not valid JSON") from None
-    missing = {"input_dtype", "min_side", "data"} - set(meta)
+    missing = {"input_dtype", "in_channels", "min_side", "data"} - set(meta)
     if missing or meta["input_dtype"] not in INPUT_DTYPES:
         raise ExportedModelError(f"{file}: its cdseg metadata lacks {sorted(missing) or 'a valid input_dtype'}")
     return meta
@@ -133,7 +159,10 @@ def load_exported(path: str | Path, device: torch.device | str = "cpu") -> tuple
                 warnings.simplefilter("ignore", FutureWarning)  # TorchScript is in maintenance, not gone
                 module = torch.jit.load(str(file), map_location=device, _extra_files=extra)
         except RuntimeError as e:
-            raise ExportedModelError(f"{file}: not a readable TorchScript model ({str(e).splitlines()[0]})") from None
+            raise ExportedModelError(
+                f"{file}: not a readable TorchScript model ({str(e).splitlines()[0]});"
+                " a checkpoint written by train.py goes to ckpt_path="
+            ) from None
         meta = _parse_metadata(file, extra[f"{METADATA_KEY}.json"])
         model = TorchScriptModel(file, meta, module.eval())
     else:

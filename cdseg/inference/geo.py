@@ -143,9 +143,7 @@ def predict_scene(
         stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB))
         src_a, src_b = stack.enter_context(open_pair(a, b, options.align, options.resampling))
         if options.geojson_crs == "wgs84" and src_a.crs is None:
-            raise GeoError(
-                f"{a} has a geotransform but no CRS, so it cannot be mapped to EPSG:4326: set geo.geojson_crs=native"
-            )
+            raise GeoError(f"{a} has no CRS, so its polygons cannot be mapped to EPSG:4326: set geo.geojson_crs=native")
         rule = {"stretch": options.stretch, "value_range": options.range, "percentiles": options.percentiles}
         dates = [
             date_reader(src_a, str(a), options.bands, **rule),

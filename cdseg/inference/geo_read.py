@@ -140,8 +140,9 @@ def open_pair(a: Path, b: Path, align: str, resampling: str) -> Iterator[tuple[A
 @dataclass
 class DateReader:
     """One date's pixels as the model takes them: ``bands`` (1-based, as R, G, B) of ``src``, mapped
-    to uint8 by ``lo``/``hi`` per band (``None``: taken as 0..255), nodata where any of those bands
-    is masked (GDAL's mask: the nodata value, an alpha band or an internal mask) or not finite."""
+    to uint8 by ``lo``/``hi`` per band (``None``: taken as 0..255), nodata where all of those bands
+    are masked (GDAL's mask: the nodata value, an alpha band or an internal mask; as GDAL's dataset
+    mask, so a dark pixel with one channel at a nodata value of 0 stays valid) or any is not finite."""
 
     src: Any
     name: str
@@ -155,7 +156,7 @@ class DateReader:
         if out_shape is not None:
             extra = {"out_shape": (len(self.bands), *out_shape)}
         data = self.src.read(self.bands, **extra)
-        valid = self.src.read_masks(self.bands, **extra).all(0)
+        valid = self.src.read_masks(self.bands, **extra).any(0)
         if data.dtype.kind == "f":
             valid &= np.isfinite(data).all(0)
         if self.lo is None:
@@ -173,7 +174,7 @@ class DateReader:
         if scale > 1:
             shape = (max(1, round(shape[0] / scale)), max(1, round(shape[1] / scale)))
         data = self.src.read(self.bands, out_shape=(len(self.bands), *shape))
-        valid = self.src.read_masks(self.bands, out_shape=(len(self.bands), *shape)).all(0)
+        valid = self.src.read_masks(self.bands, out_shape=(len(self.bands), *shape)).any(0)
         if data.dtype.kind == "f":
             valid &= np.isfinite(data).all(0)
         return data[:, valid], valid

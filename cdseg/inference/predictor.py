@@ -15,7 +15,7 @@ from torch import nn
 from cdseg.data.preprocess import eval_transform
 from cdseg.errors import ConfigError
 from cdseg.inference.checkpoint import load_checkpoint
-from cdseg.inference.exported import load_exported
+from cdseg.inference.exported import auto_device, load_exported
 from cdseg.inference.probability import ChangeProbability
 from cdseg.inference.tiling import Blend, sliding_window
 from cdseg.precision import AUTOCAST_DTYPES, runnable_precision
@@ -87,6 +87,8 @@ class Predictor:
     def from_model_file(cls, path: str | Path, **options: Any) -> Predictor:
         """A file written by ``cdseg.export`` (ONNX or TorchScript) -> its predictor."""
         device = _device(options.get("device", "auto"))
+        if str(options.get("device", "auto")) == "auto":
+            device = auto_device(path, device)
         model, config = load_exported(path, device)
         return cls(model, config, **{**options, "device": device})
 

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cdseg.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalise, scale
+from cdseg.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, scale
 
 
 class ChangeProbability(nn.Module):
@@ -30,8 +30,11 @@ class ChangeProbability(nn.Module):
     ) -> None:
         super().__init__()
         self.net = net
-        self.mean = None if mean is None else tuple(mean)
-        self.std = None if std is None else tuple(std)
+        # (C, 1, 1) buffers rather than constants made in forward: they follow .to(device), and a
+        # traced export does not freeze the device they were made on.
+        normalised = mean is not None and std is not None
+        self.register_buffer("mean", torch.tensor(mean).view(-1, 1, 1) if normalised else None, persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(-1, 1, 1) if normalised else None, persistent=False)
         # Sides shorter than the network's downsampling are padded by replication, not reflection:
         # an export records one of the two, so exported models take sides of at least this many pixels.
         self.min_side = getattr(net, "stride", 1)
@@ -43,5 +46,9 @@ class ChangeProbability(nn.Module):
         return cls(net, data.get("mean", IMAGENET_MEAN), data.get("std", IMAGENET_STD))
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        a, b = (normalise(scale(x), self.mean, self.std) for x in (a, b))
+        a, b = (self.normalise(scale(x)) for x in (a, b))
         return torch.sigmoid(self.net(a, b).float())
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """:func:`cdseg.data.preprocess.normalise`'s arithmetic, with the statistics as buffers."""
+        return x if self.mean is None else x.sub(self.mean).div_(self.std)

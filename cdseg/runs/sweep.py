@@ -33,6 +33,7 @@ def job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
         folder = file.parent.parent
         overrides = [str(o) for o in OmegaConf.load(file)]
         row: dict[str, Any] = {"job": folder.name, "overrides": " ".join(overrides), "folder": str(folder)}
+        row["_overrides"] = overrides  # one item per override (a value may hold spaces); not written to CSV
         run = RunFolder(folder)
         if run.metrics.is_file() and not run.failure.is_file():
             results = json.loads(run.metrics.read_text())
@@ -53,13 +54,14 @@ def setting_rows(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Jobs grouped by their overrides less ``seed=``: mean and standard deviation of each metric."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for job in jobs:
-        setting = " ".join(o for o in job["overrides"].split() if not o.lstrip("+~").startswith("seed="))
-        groups.setdefault(setting, []).append(job)
+        setting = [o for o in job["_overrides"] if not o.lstrip("+~").startswith("seed=")]
+        groups.setdefault(" ".join(setting), []).append(job)
     rows = []
     for setting, members in groups.items():
         done = [m for m in members if m["status"] == "ok"]
         row: dict[str, Any] = {
             "setting": setting or "(defaults)",
+            "_overrides": [o for o in members[0]["_overrides"] if not o.lstrip("+~").startswith("seed=")],
             "jobs": len(members),
             "failed": len(members) - len(done),
         }
@@ -73,7 +75,7 @@ def setting_rows(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def shared_overrides(jobs: list[dict[str, Any]]) -> list[str]:
     """The overrides every job of a sweep (of two jobs or more) was given: said once, above the tables."""
-    lists = [j["overrides"].split() for j in jobs]
+    lists = [j["_overrides"] for j in jobs]
     return [o for o in lists[0] if all(o in other for other in lists[1:])] if len(lists) > 1 else []
 
 
@@ -89,22 +91,20 @@ def markdown(
     metrics = [k for k in KEY_METRICS if any(k in j for j in jobs)]
     shared = shared_overrides(jobs)
 
-    def own(overrides: str) -> str:  # what sets this row apart
-        return " ".join(o for o in overrides.split() if o not in shared) or "-"
+    def own(row: dict[str, Any]) -> str:  # what sets this row apart
+        return " ".join(o for o in row["_overrides"] if o not in shared) or "-"
 
     lines = [f"overrides of every job: {' '.join(shared)}", ""] if shared else []
     lines += ["| job | overrides | " + " | ".join(metrics) + " | status | folder |"]
     lines.append("|" + "---|" * (len(metrics) + 4))
     for j in jobs:
         cells = [f"{j[k]:.4f}" if k in j else "-" for k in metrics]
-        lines.append(
-            f"| {j['job']} | {own(j['overrides'])} | " + " | ".join(cells) + f" | {j['status']} | {j['folder']} |"
-        )
+        lines.append(f"| {j['job']} | {own(j)} | " + " | ".join(cells) + f" | {j['status']} | {j['folder']} |")
     lines += ["", "| setting | jobs | failed | " + " | ".join(f"{k} mean ± sd" for k in metrics) + " |"]
     lines.append("|" + "---|" * (len(metrics) + 3))
     for s in settings:
         cells = [f"{s[f'{k} mean']:.4f} ± {s[f'{k} sd']:.4f}" if f"{k} mean" in s else "-" for k in metrics]
-        lines.append(f"| {own(s['setting'])} | {s['jobs']} | {s['failed']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {own(s)} | {s['jobs']} | {s['failed']} | " + " | ".join(cells) + " |")
     best = best_job(jobs, metric, mode)
     if best is not None:  # chosen on the metric the sweep optimises (validation), never on test
         lines += ["", f"best job by {metric} ({mode}): {best['job']}, {metric} {best[metric]:.4f}: {best['folder']}"]
@@ -112,9 +112,9 @@ def markdown(
 
 
 def _csv(rows: list[dict[str, Any]]) -> str:
-    fields = list(dict.fromkeys(k for r in rows for k in r))
+    fields = list(dict.fromkeys(k for r in rows for k in r if not k.startswith("_")))
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=fields)
+    writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     return out.getvalue()
