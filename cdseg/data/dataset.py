@@ -323,9 +323,15 @@ class ChangeDetectionDataset(Dataset):
         then the random transforms draw from ``seed`` alone, so the sample is reproducible."""
         if isinstance(item, tuple):
             index, seed = item
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
+            # Only the CPU generator, which the transforms draw from: torch.manual_seed would also
+            # (lazily) seed every accelerator's, at about 20x the cost, and fork_rng would not restore those.
+            generator = torch.default_generator
+            state = generator.get_state()
+            generator.manual_seed(seed)
+            try:
                 return self._load(index)
+            finally:
+                generator.set_state(state)
         return self._load(item)
 
     def _load(self, index: int) -> dict:
