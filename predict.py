@@ -33,7 +33,7 @@ from cdseg.atomic_write import write_npy, write_png, write_text
 from cdseg.config import require_values
 from cdseg.data.dataset import ChangeDetectionDataset, Pair, find_pairs
 from cdseg.errors import CdsegError
-from cdseg.inference.geo import SceneOptions, predict_scenes
+from cdseg.inference.geo import SceneOptions, check_scenes, predict_scenes
 from cdseg.inference.geo_read import is_georeferenced
 from cdseg.inference.predictor import TTA, Predictor
 from cdseg.inference.tiling import check_tiling
@@ -186,7 +186,8 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     check_options(cfg)
     scenes = scene_pairs(cfg)
     if scenes is not None:
-        options = SceneOptions.from_config(cfg.geo)  # checked before the model loads
+        options = SceneOptions.from_config(cfg.geo)  # checked before the model loads,
+        check_scenes(scenes, options)  # as are the files and their grids
         predictor, threshold = load_predictor(cfg)
         resize = predictor.config.get("data", {}).get("resize")
         if resize is not None:  # each block would be squeezed to that size: the scale would follow the block

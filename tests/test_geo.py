@@ -357,3 +357,21 @@ def test_scene_requests_that_would_mislead_are_refused(tmp_path: Path, monkeypat
     with pytest.raises(CdsegError, match=r"trained with data.resize=64; .* needs a run trained without data.resize"):
         predict(pair)
     assert not (tmp_path / "o").exists()
+
+
+def test_a_scene_on_two_grids_is_refused_before_the_model_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = scene(40, 40)
+    write_tif(tmp_path / "a.tif", a)
+    write_tif(tmp_path / "b.tif", b, crs="EPSG:32632")
+
+    def never(cfg):  # loading a model (seconds for a large one) is wasted on a pair that cannot run
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr("predict.load_predictor", never)
+    cfg = predict_cfg(
+        "ckpt_path=unused", f"a={tmp_path / 'a.tif'}", f"b={tmp_path / 'b.tif'}", f"output={tmp_path / 'o'}"
+    )
+    with pytest.raises(GeoError, match="are not on one grid: CRS"):
+        predict(cfg)

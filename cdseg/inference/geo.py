@@ -209,6 +209,15 @@ def _temporary(path: Path) -> str:
     return name
 
 
+def check_scenes(pairs: Sequence[tuple[str, Path, Path]], options: SceneOptions) -> None:
+    """Raise :class:`GeoError` for what stops a scene before any work: rasterio missing, an unreadable
+    date, two dates on different grids (unless warped). Cheap: only the headers are read."""
+    require_rasterio()
+    for _, a, b in pairs:
+        with open_pair(a, b, options.align, options.resampling):
+            pass
+
+
 def predict_scenes(
     predictor: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     pairs: Sequence[tuple[str, Path, Path]],
