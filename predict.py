@@ -32,7 +32,7 @@ from tqdm import tqdm
 from cdseg.atomic_write import write_npy, write_png, write_text
 from cdseg.config import require_values
 from cdseg.data.dataset import ChangeDetectionDataset, Pair, find_pairs
-from cdseg.errors import CdsegError
+from cdseg.errors import CdsegError, exit_1_on_error
 from cdseg.inference.geo import SceneOptions, check_scenes, predict_scenes
 from cdseg.inference.geo_read import is_georeferenced
 from cdseg.inference.predictor import TTA, Predictor
@@ -259,12 +259,9 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
-    try:
+    with exit_1_on_error():
         require_values(cfg)
         predict(cfg)
-    except CdsegError as e:  # expected failures: one line, no traceback
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

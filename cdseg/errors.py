@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class CdsegError(Exception):
     """A problem with the user's input (option, file, checkpoint, data), told in one message that
@@ -10,3 +14,14 @@ class CdsegError(Exception):
 
 class ConfigError(CdsegError, ValueError):
     """A configuration that cannot run as composed."""
+
+
+@contextmanager
+def exit_1_on_error() -> Iterator[None]:
+    """A command's body: a :class:`CdsegError` becomes one ``error: ...`` line and exit status 1,
+    with no traceback; anything else is a bug and keeps its traceback."""
+    try:
+        yield
+    except CdsegError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None

@@ -19,7 +19,6 @@ import importlib.util
 import json
 import logging
 import os
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from omegaconf import DictConfig
 from cdseg.config import require_values
 from cdseg.data.dataset import ChangeDetectionDataset, find_pairs
 from cdseg.data.preprocess import scale
-from cdseg.errors import CdsegError
+from cdseg.errors import CdsegError, exit_1_on_error
 from cdseg.inference.checkpoint import load_checkpoint
 from cdseg.inference.exported import (
     EXPORT_EXTRA,
@@ -195,12 +194,9 @@ def export(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="export")
 def main(cfg: DictConfig) -> None:
-    try:
+    with exit_1_on_error():
         require_values(cfg)
         export(cfg)
-    except CdsegError as e:  # expected failures: one line, no traceback
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":
