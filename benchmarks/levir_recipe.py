@@ -1,15 +1,19 @@
 """Recipes compared on the model card's real LEVIR split at an equal number of optimizer steps.
 
     python benchmarks/levir_recipe.py [--configs defaults recipe] [--seeds 0 1 2] [--steps 240]
-        [--val-every 1] [--all "override ..."] [--set NAME="override ..."]
-        [--out outputs/model-card/levir_recipe.jsonl]
+        [--val-every 8] [--all "override ..."] [--set NAME="override ..."]
+        [--set-defaults NAME="override ..."] [--out outputs/model-card/levir_recipe.jsonl]
 
 ``defaults`` is ``data=levir`` as it stands (flips, rot90, AdamW, cosine by epoch); ``recipe`` is
-``experiment=levir`` with its schedule shortened to ``--steps`` (warmup a tenth of them). Both validate
-every ``--val-every`` epochs; ``--all`` adds overrides to every configuration (e.g. the precision). Both train on the split of ``benchmarks/model_card.py`` (57 crops of
-256x256; batch 8 makes an epoch 8 steps) and report the best checkpoint by val/F1 (tile test_5) on the
-test tile test_4. ``--set NAME="..."`` adds a configuration of extra overrides on top of ``recipe``.
-One JSON line per run is appended to ``--out``; the summary prints mean and standard deviation of test
+``experiment=levir`` with its schedule shortened to ``--steps`` (warmup a tenth of them), ``opencd``
+``experiment=levir_opencd`` (open-cd's augmentation) shortened the same way. Every
+configuration validates every ``--val-every`` optimizer steps, whatever its batch size makes an epoch;
+``--all`` adds overrides to every configuration (e.g. the precision). All train on the split of
+``benchmarks/model_card.py`` (57 crops of 256x256; the defaults' batch 8 makes an epoch 8 steps) and
+report the best checkpoint by val/F1 (tile test_5) on the test tile test_4. ``--set NAME="..."``
+adds a configuration of extra overrides on top of ``recipe``, ``--set-defaults NAME="..."`` one on
+top of ``defaults`` (whose length is set in epochs: give ``trainer.max_epochs`` with another batch
+size). One JSON line per run is appended to ``--out``; the summary prints mean and standard deviation of test
 F1 per configuration over the seeds run.
 """
 
@@ -31,11 +35,21 @@ LOADER = ["data.num_workers=0", "data.pin_memory=false", "data.persistent_worker
 QUIET = ["logger=csv", "~callbacks.sample_panels", "callbacks.progress_bar.refresh_rate=0"]
 
 
-def configs(steps: int, val_every: int, common: list[str], extra: dict[str, list[str]]) -> dict[str, list[str]]:
-    recipe = ["experiment=levir", f"trainer.max_steps={steps}", f"scheduler.warmup_steps={steps // 10}"]
-    common = [f"++trainer.check_val_every_n_epoch={val_every}", *common]
-    out = {"defaults": ["data=levir", f"trainer.max_epochs={steps // 8}", *common], "recipe": [*recipe, *common]}
+def configs(
+    steps: int,
+    val_every: int,
+    common: list[str],
+    extra: dict[str, list[str]],
+    extra_defaults: dict[str, list[str]] | None = None,
+) -> dict[str, list[str]]:
+    length = [f"trainer.max_steps={steps}", f"scheduler.warmup_steps={steps // 10}"]
+    recipe = ["experiment=levir", *length]
+    defaults = ["data=levir", f"trainer.max_epochs={steps // 8}"]  # an epoch of 57 crops at batch 8: 8 steps
+    common = ["++trainer.check_val_every_n_epoch=null", f"++trainer.val_check_interval={val_every}", *common]
+    out = {"defaults": [*defaults, *common], "recipe": [*recipe, *common]}
+    out["opencd"] = ["experiment=levir_opencd", *length, *common]
     out |= {name: [*recipe, *common, *overrides] for name, overrides in extra.items()}
+    out |= {name: [*defaults, *common, *overrides] for name, overrides in (extra_defaults or {}).items()}
     return out
 
 
@@ -44,17 +58,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--configs", nargs="+", default=["defaults", "recipe"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=240)
-    parser.add_argument("--val-every", type=int, default=1)
+    parser.add_argument("--val-every", type=int, default=8, help="optimizer steps between validations")
     parser.add_argument("--all", default="", metavar='"override ..."')
     parser.add_argument("--set", action="append", default=[], metavar='NAME="override ..."')
+    parser.add_argument("--set-defaults", action="append", default=[], metavar='NAME="override ..."')
     parser.add_argument("--levir", type=Path, default=ROOT.parent / "shared" / "data" / "levir-cd-samples")
     parser.add_argument("--work", type=Path, default=ROOT / "outputs" / "model-card")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "model-card" / "levir_recipe.jsonl")
     args = parser.parse_args(argv)
     if not args.levir.is_dir():
         parser.error(f"--levir {args.levir}: not found; this benchmark needs the LEVIR-CD samples")
-    extra = {name: shlex.split(rest) for name, _, rest in (s.partition("=") for s in args.set)}
-    table = configs(args.steps, args.val_every, shlex.split(args.all), extra)
+    extra, extra_defaults = (
+        {n: shlex.split(rest) for n, _, rest in (s.partition("=") for s in x)} for x in (args.set, args.set_defaults)
+    )
+    table = configs(args.steps, args.val_every, shlex.split(args.all), extra, extra_defaults)
     unknown = sorted(set(args.configs) - set(table))
     if unknown:
         parser.error(f"unknown configs {unknown}; known: {sorted(table)}")

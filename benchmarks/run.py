@@ -12,8 +12,9 @@ Sections (each figure is printed and written with the device, the settings and t
     flops    FLOPs of a training step and of an inference pass (torch.utils.flop_counter) against a
              dense matmul measured now: the share of the machine's peak each reaches.
     data     augmented samples/s of one process (one loader worker's share: one thread) on 1024 tiles,
-             decoding per sample and from data.cache=ram, for data=levir's and experiment=levir's
-             augmentation, against the rate the model consumes 256 crops at on this device.
+             decoding per sample and from data.cache=ram, for data=levir's augmentation and for
+             experiment=levir_opencd's (date exchange and per-date colour jitter: the heaviest),
+             against the rate the model consumes 256 crops at on this device.
     predict  predict.py's Mpx/s and peak memory on a folder of 256x256 pairs, on 1024 and on 4096 pairs.
     startup  seconds from the command to train.py's first training batch, and for a one-pair predict.py.
     models   every conf/model at its default width: parameters, GFLOPs per 256 pair, training pairs/s.
@@ -42,6 +43,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -211,11 +213,12 @@ def section_train(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
 
 
 def section_matrix(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
-    """The GPU matrix: train.py's pairs/s and peak memory at 256^2, base 32, from data.cache=ram with the
-    recipe's augmentation on the host or on the device, for each precision, batch size and memory
+    """The GPU matrix: train.py's pairs/s and peak memory at 256^2, base 32, from data.cache=ram with
+    experiment=levir_opencd's augmentation (the heaviest) on the host or on the device, for each precision, batch size and memory
     format; then model.compile for the last setting; each against the chip's bf16 matmul peak."""
     cuda = torch.cuda.is_available()
     size, base = args.matrix_size, args.matrix_base
+    opencd = compose_train("experiment=levir_opencd", "data.root=x").data
     peak = matmul_peak(
         args.matrix_n, torch.bfloat16 if cuda else torch.float32, torch.device("cuda" if cuda else "cpu"), 5
     )
@@ -236,8 +239,8 @@ def section_matrix(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]
             "data.persistent_workers=true",
             "data.vflip=0.5",
             "data.rot90=true",
-            "data.swap=0.5",
-            "data.color_jitter={brightness:0.3,contrast:0.3,saturation:0.3,hue:0.02}",
+            f"data.swap={opencd.swap}",
+            "data.color_jitter={" + ",".join(f"{k}:{v}" for k, v in opencd.color_jitter.items()) + "}",
             f"model.base={base}",
             f"trainer.accelerator={'gpu' if cuda else 'cpu'}",
             f"++trainer.benchmark={cuda}",
@@ -336,17 +339,11 @@ def _tiles(work: Path, quick: bool) -> Path:
 def section_data(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
     tiles = _tiles(work, args.quick)
     crop = 32 if args.quick else 256
-    recipe = compose_train("experiment=levir", "data.root=x").data
+    levir = Augment(crop_size=crop, hflip=0.5, vflip=0.5, rot90=True)
+    opencd = compose_train("experiment=levir_opencd", "data.root=x").data
     augments = {
-        "data=levir": Augment(crop_size=crop, hflip=0.5, vflip=0.5, rot90=True),
-        "experiment=levir": Augment(
-            crop_size=crop,
-            hflip=recipe.hflip,
-            vflip=recipe.vflip,
-            rot90=recipe.rot90,
-            swap=recipe.swap,
-            color_jitter=dict(recipe.color_jitter),
-        ),
+        "data=levir": levir,
+        "experiment=levir_opencd": replace(levir, swap=opencd.swap, color_jitter=dict(opencd.color_jitter)),
     }
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # what one loader worker has

@@ -60,11 +60,24 @@ def test_the_levir_experiment_composes_the_recipe() -> None:
     from tests.conftest import compose_train
 
     cfg = compose_train("experiment=levir", "data.root=/x")
-    assert (cfg.data.crop_size, cfg.data.rot90, cfg.data.swap, cfg.data.vflip) == (256, True, 0.5, 0.5)
-    assert cfg.data.color_jitter.brightness > 0 and cfg.data.eval_batch_size == 1
+    assert (cfg.data.crop_size, cfg.data.batch_size, cfg.data.rot90, cfg.data.vflip) == (128, 32, True, 0.5)
+    assert cfg.data.swap == 0.0 and cfg.data.color_jitter is None and cfg.data.eval_batch_size == 1
+    assert cfg.loss.pos_weight == 3 and cfg.calibrate is True
     assert cfg.scheduler._target_ == "cdseg.schedules.WarmupCosine" and cfg.scheduler.total_steps == 40000
     assert cfg.trainer.max_steps == 40000 and cfg.trainer.max_epochs == -1 and cfg.trainer.precision == "16-mixed"
+    # Validation by steps across epochs: an epoch of LEVIR's 445 tiles is only 14 steps at batch 32.
+    assert cfg.trainer.check_val_every_n_epoch is None and cfg.trainer.val_check_interval == 1000
     assert cfg.callbacks.model_checkpoint.monitor == "val/F1"
+
+
+def test_the_open_cd_experiment_is_the_recipe_with_open_cds_augmentation() -> None:
+    from tests.conftest import compose_train
+
+    recipe, opencd = (compose_train(f"experiment={name}", "data.root=/x") for name in ("levir", "levir_opencd"))
+    assert (opencd.data.crop_size, opencd.data.batch_size, opencd.data.swap) == (256, 8, 0.5)
+    assert opencd.data.color_jitter.brightness > 0 and opencd.loss.pos_weight is None and opencd.calibrate is False
+    assert opencd.optimizer == recipe.optimizer and opencd.scheduler == recipe.scheduler
+    assert opencd.trainer == recipe.trainer
 
 
 def test_the_levir_experiment_trains_end_to_end(tiny_data: Path, tmp_path: Path) -> None:
@@ -75,6 +88,6 @@ def test_the_levir_experiment_trains_end_to_end(tiny_data: Path, tmp_path: Path)
         "experiment=levir", *overrides, "data.crop_size=32", "data.num_workers=0", "trainer.max_steps=4"
     )
     cfg.scheduler.warmup_steps = 1
-    cfg.trainer.check_val_every_n_epoch = 1
+    cfg.trainer.val_check_interval = 2  # steps, across epochs
     results = train(cfg)
     assert set(results["test"]) >= {"test/F1", "test/IoU"} and results["best_checkpoint"]
