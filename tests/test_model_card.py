@@ -60,17 +60,20 @@ def test_the_real_split_keeps_evaluation_tiles_out_of_training(tmp_path: Path) -
     assert 0 <= card["models"]["tiny"]["levir"]["F1"] <= 1
 
 
-def test_the_recipe_comparison_gives_every_config_the_same_steps_and_validations() -> None:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+def test_the_recipe_comparison_gives_every_config_the_same_steps_validations_and_precision(monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     from levir_recipe import configs
-    from model_card import compose_train
 
-    table = configs(240, 8, [], {"x": ["loss.pos_weight=5"]}, {"d": ["data.batch_size=32", "trainer.max_epochs=120"]})
+    from tests.conftest import compose_train
+
+    extra, extra_defaults = {"x": ["loss.pos_weight=5"]}, {"d": ["data.batch_size=32", "trainer.max_epochs=120"]}
+    table = configs(240, 8, "32-true", [], extra, extra_defaults)
     assert set(table) == {"defaults", "recipe", "opencd", "x", "d"}
     for name, overrides in table.items():
         cfg = compose_train(*overrides, "data.root=/x")
         # Validation every 8 optimizer steps whatever the batch size, never once per (2-step) epoch.
         assert cfg.trainer.check_val_every_n_epoch is None and cfg.trainer.val_check_interval == 8, name
+        assert cfg.trainer.precision == "32-true", name  # experiment=levir alone asks for 16-mixed
         batches = -(-57 // cfg.data.batch_size)  # per epoch of the 57 crops, the last one short
         length = cfg.trainer.max_steps if cfg.trainer.get("max_steps", -1) > 0 else cfg.trainer.max_epochs * batches
         assert length == 240, (name, length)

@@ -3,6 +3,8 @@ seed are identical."""
 
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -18,7 +20,7 @@ from cdseg.errors import ConfigError
 from cdseg.runs.checkpoint import CheckpointError
 from cdseg.runs.folder import checkpoint_to_resume
 from cdseg.runs.interrupt import TrainingInterrupted
-from cdseg.runs.resume import RunCheckpoint, config_changes, merge_overrides, resume_args
+from cdseg.runs.resume import RunCheckpoint, check_resumable, config_changes, merge_overrides, resume_args
 from tests.conftest import ROOT, compose_train, tiny_overrides
 from train import train
 
@@ -185,6 +187,20 @@ def test_resume_under_other_settings_is_refused_naming_them(
     run(tiny_data, tmp_path, "trainer.max_epochs=1")
     with pytest.raises(CheckpointError, match=message):
         run(tiny_data, tmp_path, "trainer.max_epochs=1", change, f"ckpt_path={tmp_path}")
+
+
+def test_the_refusal_restores_a_mapping_the_new_config_has_as_null() -> None:
+    # A run of experiment=levir_opencd (per-date jitter, a mapping) resumed under experiment=levir
+    # (jitter null): data.color_jitter.brightness=0.3 alone cannot be set under a null.
+    def config(*overrides: str) -> dict:
+        return OmegaConf.to_container(compose_train(*overrides, "data.root=/x", "paths.output_dir=/x"), resolve=True)
+
+    recorded = config("experiment=levir_opencd")
+    with pytest.raises(CheckpointError) as refused:
+        check_resumable(Path("run.ckpt"), recorded, config("experiment=levir"))
+    fix = re.search(r"\(add: (.*?)\), or resume_strict", str(refused.value)).group(1)
+    assert "data.color_jitter={" in fix and "data.color_jitter." not in fix and "loss.pos_weight=null" in fix
+    assert check_resumable(Path("run.ckpt"), recorded, config("experiment=levir", *shlex.split(fix))) == []
 
 
 def test_resume_strict_false_resumes_under_changed_settings_with_a_warning(

@@ -286,7 +286,8 @@ def check_resumable(
                 "follows the schedule of a run of the new length"
             )
         more = f" and {len(changes) - 8} more" if len(changes) > 8 else ""
-        fix = " ".join(f"~{k}" if old == ABSENT else f"{k}={_override(old)}" for k, old, _ in changes[:8])
+        fixes = list(dict.fromkeys(_restore(recorded, config, k) for k, _, _ in changes))  # one per mapping
+        fix = " ".join(fixes[:8]) + (" ..." if len(fixes) > 8 else "")
         raise CheckpointError(
             f"ckpt_path={checkpoint}: the run was trained with other settings: {', '.join(described[:8])}{more}. "
             f"Resume with the run's own values (add: {fix}), or resume_strict=false to go on regardless "
@@ -294,6 +295,32 @@ def check_resumable(
             + (". A schedule's length may follow the run's with extend_schedule=true" if lengths else "")
         )
     return described
+
+
+def _restore(recorded: dict[str, Any], config: dict[str, Any], key: str) -> str:
+    """The override that gives ``key`` the run's value again. Where one side holds a mapping and the
+    other does not (data.color_jitter: {brightness: 0.3, ...} against null), the whole mapping: a
+    leaf under a null cannot be set on its own."""
+    parts = key.split(".")
+    differ = [
+        i
+        for i in range(1, len(parts))
+        if isinstance(_get(recorded, parts[:i]), dict) != isinstance(_get(config, parts[:i]), dict)
+    ]
+    depth = differ[0] if differ else len(parts)
+    path, old = ".".join(parts[:depth]), _get(recorded, parts[:depth])
+    old = ADDED_LATER.get(path, ABSENT) if old is ABSENT else old
+    if old is ABSENT:
+        return f"~{path}"
+    return f"{'++' if _get(config, parts[:depth]) is ABSENT else ''}{path}={_override(old)}"
+
+
+def _get(node: Any, parts: Sequence[str]) -> Any:
+    for part in parts:
+        if not isinstance(node, dict) or part not in node:
+            return ABSENT
+        node = node[part]
+    return node
 
 
 def _override(value: Any) -> str:
