@@ -49,9 +49,10 @@ def configs(
     length = [f"trainer.max_steps={steps}", f"scheduler.warmup_steps={steps // 10}"]
     recipe = ["experiment=levir", *length]
     defaults = ["data=levir", f"trainer.max_epochs={steps // 8}"]  # an epoch of 57 crops at batch 8: 8 steps
-    # One precision for all: experiment=levir asks for 16-mixed, which a bf16-capable CPU runs as bf16-mixed.
-    common = [f"trainer.precision={precision}", *common]
-    common = ["++trainer.check_val_every_n_epoch=null", f"++trainer.val_check_interval={val_every}", *common]
+    # Validation by steps whatever the batch size; one precision for all (experiment=levir asks for
+    # 16-mixed, which a bf16-capable CPU runs as bf16-mixed).
+    validation = ["++trainer.check_val_every_n_epoch=null", f"++trainer.val_check_interval={val_every}"]
+    common = [*validation, f"trainer.precision={precision}", *common]
     out = {"defaults": [*defaults, *common], "recipe": [*recipe, *common]}
     out["opencd"] = ["experiment=levir_opencd", *length, *common]
     out |= {name: [*recipe, *common, *overrides] for name, overrides in extra.items()}

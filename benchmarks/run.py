@@ -214,8 +214,9 @@ def section_train(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
 
 def section_matrix(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
     """The GPU matrix: train.py's pairs/s and peak memory at 256^2, base 32, from data.cache=ram with
-    experiment=levir_opencd's augmentation (the heaviest) on the host or on the device, for each precision, batch size and memory
-    format; then model.compile for the last setting; each against the chip's bf16 matmul peak."""
+    experiment=levir_opencd's augmentation (the heaviest) on the host or on the device, for each
+    precision, batch size and memory format; then model.compile for the last setting; each against
+    the chip's bf16 matmul peak."""
     cuda = torch.cuda.is_available()
     size, base = args.matrix_size, args.matrix_base
     opencd = compose_train("experiment=levir_opencd", "data.root=x").data
