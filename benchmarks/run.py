@@ -2,7 +2,7 @@
 baselines measured in the same process.
 
     python benchmarks/run.py [--sections train flops data predict startup models] [--quick]
-        [--out outputs/bench/bench-<time>.json]
+        [--budget SECONDS] [--out outputs/bench/bench-<time>.json]
 
 Sections (each figure is printed and written with the device, the settings and this command):
     train    pairs/s of train.py's Lightning path (the composed config, its callbacks included) against
@@ -19,18 +19,21 @@ Sections (each figure is printed and written with the device, the settings and t
     startup  seconds from the command to train.py's first training batch, and for a one-pair predict.py.
     models   every conf/model at its default width: parameters, GFLOPs per 256 pair, training pairs/s.
     matrix   (for a GPU; not run by default) train.py's pairs/s and peak memory at 256^2, base 32, from
-             data.cache=ram, for 16-mixed and bf16-mixed, batch 16 and 64, NCHW and channels_last,
-             augmentation on the host and on the device, then model.compile; the share of the chip's
-             bf16 matmul peak each reaches. On a GPU machine:
-             python benchmarks/run.py --sections matrix flops predict --out $OUT/bench-gpu.json
+             data.cache=ram, for bf16-mixed and 16-mixed, batch 64 and 16, channels_last and NCHW,
+             augmentation on the device and on the host, and model.compile for the first of these; the
+             share of the chip's bf16 matmul peak each reaches. On a GPU machine, benchmarks/gpu.sh runs it with flops and
+             predict inside a time budget.
 
 ``--quick`` shrinks every size to a smoke run of seconds (the test suite runs it); its figures mean nothing.
+The JSON file is rewritten after every row, so a run cut short keeps what it measured. A section or matrix
+setting that fails is reported as a row with its error, the rest still runs, and the command exits 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import shutil
@@ -40,6 +43,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -172,7 +176,7 @@ def plain_rate(overrides: list[str], warmup: int, steps: int, batch: int) -> flo
     return steps * batch / (time.perf_counter() - start)
 
 
-def section_train(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
+def section_train(args: argparse.Namespace, work: Path) -> Iterator[dict[str, Any]]:
     size, batch = args.train_size, args.batch
     # Enough training pairs that warmup + timed steps fit in one epoch: no validation inside the timing.
     pairs = batch * (args.warmup + args.steps + 1)
@@ -184,7 +188,6 @@ def section_train(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
         f"model.base={args.base}",
         f"paths.output_dir={work / 'run'}",
     ]
-    rows = []
     for workers in args.workers:
         overrides = [*data, f"data.num_workers={workers}", f"data.persistent_workers={workers > 0}"]
         rates: dict[str, list[float]] = {"lightning": [], "plain": []}
@@ -196,27 +199,25 @@ def section_train(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
                 memory[name] = max(memory.get(name, 0.0), mem["peak_mem_GB"])
                 _remove(work / "run")
         lightning, plain = statistics.median(rates["lightning"]), statistics.median(rates["plain"])
-        rows.append(
-            {
-                "section": "train",
-                "what": f"siamese_unet base {args.base}, batch {batch} x {size}^2, data.num_workers={workers}",
-                "lightning_pairs_per_s": lightning,
-                "plain_pairs_per_s": plain,
-                "ratio": lightning / plain,
-                "lightning_rounds": rates["lightning"],
-                "plain_rounds": rates["plain"],
-                "lightning_peak_mem_GB": memory["lightning"],
-                "plain_peak_mem_GB": memory["plain"],
-            }
-        )
-    return rows
+        yield {
+            "section": "train",
+            "what": f"siamese_unet base {args.base}, batch {batch} x {size}^2, data.num_workers={workers}",
+            "lightning_pairs_per_s": lightning,
+            "plain_pairs_per_s": plain,
+            "ratio": lightning / plain,
+            "lightning_rounds": rates["lightning"],
+            "plain_rounds": rates["plain"],
+            "lightning_peak_mem_GB": memory["lightning"],
+            "plain_peak_mem_GB": memory["plain"],
+        }
 
 
-def section_matrix(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
+def section_matrix(args: argparse.Namespace, work: Path) -> Iterator[dict[str, Any]]:
     """The GPU matrix: train.py's pairs/s and peak memory at 256^2, base 32, from data.cache=ram with
     experiment=levir_opencd's augmentation (the heaviest) on the host or on the device, for each
-    precision, batch size and memory format; then model.compile for the last setting; each against
-    the chip's bf16 matmul peak."""
+    precision, batch size and memory format, and model.compile for the first setting; each against
+    the chip's bf16 matmul peak. A setting that fails becomes a row with its error and the next one
+    runs; once the --budget is spent, the settings left become rows marked skipped."""
     cuda = torch.cuda.is_available()
     size, base = args.matrix_size, args.matrix_base
     opencd = compose_train("experiment=levir_opencd", "data.root=x").data
@@ -227,7 +228,6 @@ def section_matrix(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]
         net = build_network(compose_train(f"model.base={base}", "model.channels_last=false").model)
         net(*torch.randn(2, 1, 3, size, size)).sum().backward()
     gflop = counter.get_total_flops() / 1e9
-    rows = []
     for batch in args.matrix_batches:
         pairs = batch * (args.warmup + args.steps + 1)  # the timed steps fit in one epoch
         common = [
@@ -247,15 +247,25 @@ def section_matrix(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]
             f"++trainer.benchmark={cuda}",
             f"paths.output_dir={work / 'run'}",
         ]
+        # The expected fastest setting first, compiled next, so that a spent --budget cuts the least telling.
         settings = [
             (precision, channels_last, where, False)
             for precision in args.matrix_precisions
-            for channels_last in (False, True)
-            for where in ("host", "device")
+            for channels_last in (True, False)
+            for where in ("device", "host")
         ]
         if args.matrix_compile:
-            settings.append((args.matrix_precisions[-1], True, "device", True))
+            settings.insert(1, (*settings[0][:3], True))
         for precision, channels_last, where, compiled in settings:
+            row = {
+                "section": "matrix",
+                "what": f"base {base}, {size}^2, batch {batch}, {precision}, "
+                f"{'channels_last' if channels_last else 'NCHW'}, augmentation on the {where}"
+                + (", compiled" if compiled else ""),
+            }
+            if time.monotonic() >= args.deadline:
+                yield {**row, "skipped": "the --budget was spent"}
+                continue
             overrides = [
                 *common,
                 f"trainer.precision={precision}",
@@ -263,23 +273,22 @@ def section_matrix(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]
                 f"model.compile={compiled}",
                 f"data.augment_on={where}",
             ]
-            with peak_memory() as mem:
-                rate = lightning_rate(overrides, args.warmup, args.steps, batch)
-            _remove(work / "run")
-            rows.append(
-                {
-                    "section": "matrix",
-                    "what": f"base {base}, {size}^2, batch {batch}, {precision}, "
-                    f"{'channels_last' if channels_last else 'NCHW'}, augmentation on the {where}"
-                    + (", compiled" if compiled else ""),
-                    "pairs_per_s": rate,
-                    "peak_mem_GB": mem["peak_mem_GB"],
-                    "share_of_matmul_peak": rate * gflop / peak,
-                    "train_gflop_per_pair": gflop,
-                    "matmul_peak_gflop_per_s": peak,
-                }
-            )
-    return rows
+            try:
+                with peak_memory() as mem:
+                    rate = lightning_rate(overrides, args.warmup, args.steps, batch)
+            except Exception as error:  # one failing setting (a compiler, the memory) leaves the rest to run
+                yield {**row, "error": failure(error)}
+                continue
+            finally:
+                _remove(work / "run")
+            yield {
+                **row,
+                "pairs_per_s": rate,
+                "peak_mem_GB": mem["peak_mem_GB"],
+                "share_of_matmul_peak": rate * gflop / peak,
+                "train_gflop_per_pair": gflop,
+                "matmul_peak_gflop_per_s": peak,
+            }
 
 
 def matmul_peak(n: int, dtype: torch.dtype, device: torch.device, repeats: int) -> float:
@@ -288,7 +297,7 @@ def matmul_peak(n: int, dtype: torch.dtype, device: torch.device, repeats: int) 
     return 2 * n**3 / median_seconds(lambda: x @ y, repeats, warmup=1) / 1e9
 
 
-def section_flops(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
+def section_flops(args: argparse.Namespace, work: Path) -> Iterator[dict[str, Any]]:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     size, batch = args.infer_size, args.infer_batch
     torch.manual_seed(0)
@@ -307,7 +316,6 @@ def section_flops(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
     def infer() -> None:
         net(a, b)
 
-    rows = []
     peak = matmul_peak(args.matmul_n, torch.float32, device, args.repeats)
     for name, fn, mode in (("training step", train_step, net.train), ("inference", infer, net.eval)):
         mode()
@@ -315,17 +323,14 @@ def section_flops(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
             fn()
         gflop = counter.get_total_flops() / 1e9
         achieved = gflop / median_seconds(fn, args.repeats, warmup=1)
-        rows.append(
-            {
-                "section": "flops",
-                "what": f"{name}, siamese_unet base {args.base}, batch {batch} x {size}^2, float32",
-                "gflop": gflop,
-                "gflop_per_s": achieved,
-                "matmul_peak_gflop_per_s": peak,
-                "share_of_peak": achieved / peak,
-            }
-        )
-    return rows
+        yield {
+            "section": "flops",
+            "what": f"{name}, siamese_unet base {args.base}, batch {batch} x {size}^2, float32",
+            "gflop": gflop,
+            "gflop_per_s": achieved,
+            "matmul_peak_gflop_per_s": peak,
+            "share_of_peak": achieved / peak,
+        }
 
 
 def _tiles(work: Path, quick: bool) -> Path:
@@ -337,9 +342,15 @@ def _tiles(work: Path, quick: bool) -> Path:
     return root / "test"
 
 
-def section_data(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
+def section_data(args: argparse.Namespace, work: Path) -> Iterator[dict[str, Any]]:
     tiles = _tiles(work, args.quick)
     crop = 32 if args.quick else 256
+    consumption = consumption_rate(args.consumer_base, crop, args.repeats)
+    yield {
+        "section": "data",
+        "what": f"model consumption: siamese_unet base {args.consumer_base}, batch 8 x {crop}^2 training",
+        "samples_per_s": consumption,
+    }
     levir = Augment(crop_size=crop, hflip=0.5, vflip=0.5, rot90=True)
     opencd = compose_train("experiment=levir_opencd", "data.root=x").data
     augments = {
@@ -348,7 +359,6 @@ def section_data(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
     }
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # what one loader worker has
-    rows = []
     try:
         for cache in (False, True):
             for name, augment in augments.items():
@@ -357,19 +367,22 @@ def section_data(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
                 # Each sample dropped once made, as a loader's batches are: keeping all n would time
                 # the page faults of ever-new memory (about 2 MB a sample), not the pipeline.
                 seconds = median_seconds(lambda d=dataset, n=n: deque((d[(i % len(d), i)] for i in range(n)), 0), 3, 1)
-                rows.append(
-                    {
-                        "section": "data",
-                        "what": f"{name} augmentation, {'data.cache=ram' if cache else 'decoded per sample'}, "
-                        f"{crop}^2 crops of {tiles}, one process, one thread",
-                        "samples_per_s": n / seconds,
-                    }
-                )
+                yield {
+                    "section": "data",
+                    "what": f"{name} augmentation, {'data.cache=ram' if cache else 'decoded per sample'}, "
+                    f"{crop}^2 crops of {tiles}, one process, one thread",
+                    "samples_per_s": n / seconds,
+                    "model_pairs_per_s": consumption,
+                    "ratio_to_model": n / seconds / consumption,
+                }
     finally:
         torch.set_num_threads(threads)
-    # What the model consumes: training pairs/s at the crop size, base 32 (the seed's width), batch 8.
+
+
+def consumption_rate(base: int, crop: int, repeats: int) -> float:
+    """What the model consumes: training pairs/s of siamese_unet at ``base``, batch 8 of crop^2."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    cfg = compose_train(f"model.base={args.consumer_base}")
+    cfg = compose_train(f"model.base={base}")
     net, loss = build_network(cfg.model).to(device).train(), build(cfg.loss)
     optimizer = build(cfg.optimizer)(params=net.parameters())
     a, b = torch.randn(2, 8, 3, crop, crop, device=device)
@@ -380,18 +393,7 @@ def section_data(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
         loss(net(a, b), mask).backward()
         optimizer.step()
 
-    consumption = 8 / median_seconds(step, args.repeats, warmup=1)
-    for row in rows:
-        row["model_pairs_per_s"] = consumption
-        row["ratio_to_model"] = row["samples_per_s"] / consumption
-    rows.append(
-        {
-            "section": "data",
-            "what": f"model consumption: siamese_unet base {args.consumer_base}, batch 8 x {crop}^2 training",
-            "samples_per_s": consumption,
-        }
-    )
-    return rows
+    return 8 / median_seconds(step, repeats, warmup=1)
 
 
 def _checkpoint(work: Path, base: int) -> Path:
@@ -423,11 +425,10 @@ def _scene(folder: Path, count: int, size: int) -> Path:
     return folder
 
 
-def section_predict(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
+def section_predict(args: argparse.Namespace, work: Path) -> Iterator[dict[str, Any]]:
     from predict import predict
 
     ckpt = _checkpoint(work, args.base)
-    rows = []
     for count, size in args.predict_sets:
         inputs = _scene(work / f"pairs-{count}x{size}", count, size)
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -435,18 +436,15 @@ def section_predict(args: argparse.Namespace, work: Path) -> list[dict[str, Any]
         with peak_memory() as mem:
             summary = predict(cfg)
         _remove(work / "pred")
-        rows.append(
-            {
-                "section": "predict",
-                "what": f"predict.py, {count} pair(s) of {size}x{size}, siamese_unet base {args.base}, defaults",
-                "megapixels_per_s": summary["megapixels_per_second"],
-                "peak_mem_GB": mem["peak_mem_GB"],
-            }
-        )
-    return rows
+        yield {
+            "section": "predict",
+            "what": f"predict.py, {count} pair(s) of {size}x{size}, siamese_unet base {args.base}, defaults",
+            "megapixels_per_s": summary["megapixels_per_second"],
+            "peak_mem_GB": mem["peak_mem_GB"],
+        }
 
 
-def section_startup(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
+def section_startup(args: argparse.Namespace, work: Path) -> Iterator[dict[str, Any]]:
     ckpt = _checkpoint(work, args.base)
     pair = _scene(work / "one-pair", 1, 64)
     predict_cmd = [
@@ -469,7 +467,6 @@ def section_startup(args: argparse.Namespace, work: Path) -> list[dict[str, Any]
         f"+callbacks.first.marker={marker}",
         *QUIET,
     ]
-    rows = []
     for name, cmd in (
         ("predict.py, one 64x64 pair, to the end", predict_cmd),
         ("train.py to its first batch", train_cmd),
@@ -490,8 +487,7 @@ def section_startup(args: argparse.Namespace, work: Path) -> list[dict[str, Any]
             if proc.returncode not in (0, 3):
                 raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
             times.append(end - start)
-        rows.append({"section": "startup", "what": name, "seconds": statistics.median(times), "rounds": times})
-    return rows
+        yield {"section": "startup", "what": name, "seconds": statistics.median(times), "rounds": times}
 
 
 class FirstBatch(L.Callback):
@@ -505,14 +501,10 @@ class FirstBatch(L.Callback):
         os._exit(3)
 
 
-def section_models(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
-    rows = []
+def section_models(args: argparse.Namespace, work: Path) -> Iterator[dict[str, Any]]:
     for config in sorted((ROOT / "conf" / "model").glob("*.yaml")):
         figures = size_and_speed(config.stem, size=args.infer_size, batch=2, repeats=args.repeats)
-        rows.append(
-            {"section": "models", "what": f"model={config.stem}, default width, {args.infer_size}^2", **figures}
-        )
-    return rows
+        yield {"section": "models", "what": f"model={config.stem}, default width, {args.infer_size}^2", **figures}
 
 
 def _remove(path: Path) -> None:
@@ -531,14 +523,19 @@ SECTIONS = {
 DEFAULT_SECTIONS = ["train", "flops", "data", "predict", "startup", "models"]  # matrix: for a GPU
 
 
-def table(rows: list[dict[str, Any]]) -> str:
-    lines = []
-    for row in rows:
-        figures = ", ".join(
-            f"{k} {v:.3g}" for k, v in row.items() if k not in ("section", "what") and isinstance(v, float)
-        )
-        lines.append(f"[{row['section']}] {row['what']}: {figures}")
-    return "\n".join(lines)
+def line(row: dict[str, Any]) -> str:
+    figures = ", ".join(f"{k} {v:.3g}" for k, v in row.items() if k not in ("section", "what") and isinstance(v, float))
+    if "error" in row:
+        figures = f"failed: {row['error']}"
+    elif "skipped" in row:
+        figures = f"skipped: {row['skipped']}"
+    return f"[{row['section']}] {row['what']}: {figures}"
+
+
+def failure(error: Exception) -> str:
+    """The error in one line for the report; the whole traceback goes to stderr."""
+    traceback.print_exception(error)
+    return f"{type(error).__name__}: {error}"[-1000:]
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -549,6 +546,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--rounds", type=int, default=None, help="alternations of the contenders (default 3)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="seconds after which no new section or matrix setting starts; what is left is reported as skipped",
+    )
     args = parser.parse_args(argv)
     settings = (
         dict(
@@ -589,8 +592,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             predict_sets=[(64, 256), (4, 1024), (1, 4096)],
             matrix_size=256,
             matrix_base=32,
-            matrix_batches=[16, 64],
-            matrix_precisions=["16-mixed", "bf16-mixed"],
+            matrix_batches=[64, 16],
+            matrix_precisions=["bf16-mixed", "16-mixed"],
             matrix_compile=True,
             matrix_n=8192,
         )
@@ -601,6 +604,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         setattr(args, key, value)
     if args.workers is None:
         args.workers = [0] if args.quick else sorted({0, 1, 2})
+    args.deadline = time.monotonic() + (args.budget if args.budget is not None else math.inf)
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
     out = args.out or ROOT / "outputs" / "bench" / f"bench-{stamp}.json"
     report: dict[str, Any] = {
@@ -614,18 +618,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "rows": [],
     }
     print(f"{report['device']}; torch {report['torch']}, Lightning {report['lightning']}, {report['threads']} threads")
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def record(row: dict[str, Any]) -> None:  # the file is rewritten after each row: a run cut short keeps its rows
+        print(line(row), flush=True)
+        report["rows"].append(row)
+        write_text(out, json.dumps(report, indent=2) + "\n")
+
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         for name in args.sections:
-            rows = SECTIONS[name](args, work)
-            print(table(rows), flush=True)
-            report["rows"] += rows
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_text(out, json.dumps(report, indent=2) + "\n")
+            if time.monotonic() >= args.deadline:
+                record({"section": name, "what": "the whole section", "skipped": "the --budget was spent"})
+                continue
+            try:
+                for row in SECTIONS[name](args, work):
+                    record(row)
+            except Exception as error:  # the next section still runs
+                record({"section": name, "what": "the section stopped", "error": failure(error)})
     print(f"written to {out}")
     return report
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(1 if any("error" in row for row in main()["rows"]) else 0)

@@ -25,3 +25,40 @@ def test_the_benchmark_command_runs_every_section(tmp_path: Path) -> None:
         assert f"[{row['section']}] {row['what']}" in proc.stdout
     train = next(r for r in report["rows"] if r["section"] == "train")
     assert train["ratio"] == train["lightning_pairs_per_s"] / train["plain_pairs_per_s"]
+
+
+def test_a_failing_section_is_reported_and_the_rest_still_runs(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import run
+
+    def broken(args, work):
+        yield {"section": "broken", "what": "first row", "figure": 1.0}
+        raise RuntimeError("out of memory")
+
+    def fine(args, work):
+        yield {"section": "fine", "what": "a row", "figure": 2.0}
+
+    monkeypatch.setitem(run.SECTIONS, "broken", broken)
+    monkeypatch.setitem(run.SECTIONS, "fine", fine)
+    out = tmp_path / "bench.json"
+    run.main(["--quick", "--sections", "broken", "fine", "--out", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert [(row["section"], row["what"]) for row in rows] == [
+        ("broken", "first row"),
+        ("broken", "the section stopped"),
+        ("fine", "a row"),
+    ]
+    assert rows[1]["error"] == "RuntimeError: out of memory"
+
+
+def test_a_spent_budget_skips_what_is_left(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import run
+
+    out = tmp_path / "bench.json"
+    report = run.main(["--quick", "--budget", "0", "--sections", "flops", "matrix", "--out", str(out)])
+    assert json.loads(out.read_text())["rows"] == report["rows"]
+    assert [(row["section"], row["skipped"]) for row in report["rows"]] == [
+        ("flops", "the --budget was spent"),
+        ("matrix", "the --budget was spent"),
+    ]
