@@ -126,6 +126,40 @@ def test_sixteen_bit_image_is_refused(split: Path) -> None:
         ChangeDetectionDataset(split)
 
 
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_sixteen_bit_rgb_is_refused_not_cut_to_its_high_byte(tmp_path: Path, suffix: str) -> None:
+    import cv2
+
+    split = make_split(tmp_path / "train", names=(f"a{suffix}",))
+    cv2.imwrite(str(split / "B" / f"a{suffix}"), np.full((24, 32, 3), 3000, np.uint16))  # Pillow opens it as RGB
+    with pytest.raises(DatasetError, match=rf"B/a\{suffix}: 16-bit RGB image, which would be read as its high byte"):
+        ChangeDetectionDataset(split)
+
+
+def test_a_float_label_with_fractions_is_refused_whole_values_accepted(tmp_path: Path) -> None:
+    split = make_split(tmp_path / "train", names=("a.tif",))
+    label = np.zeros((24, 32), np.float32)
+    label[:4] = 1.0
+    write(split / "label" / "a.tif", label, mode="F")
+    assert ChangeDetectionDataset(split)[0]["mask"].sum() == 4 * 32
+    label[5, 5] = 0.3  # int() would make it 0 and pass
+    write(split / "label" / "a.tif", label, mode="F")
+    with pytest.raises(DatasetError, match=r"label/a.tif: label is not binary; .* \{0.0: 639, 0.3: 1, 1.0: 128\}"):
+        ChangeDetectionDataset(split)
+
+
+def test_a_grey_and_alpha_label_is_read_by_its_grey_band_when_opaque(split: Path) -> None:
+    label = np.zeros((24, 32, 2), np.uint8)
+    label[..., 1] = 255
+    label[:3, :, 0] = 255
+    write(split / "label" / "a.png", label, mode="LA")
+    assert ChangeDetectionDataset(split)[0]["mask"].sum() == 3 * 32
+    label[0, 0, 1] = 0
+    write(split / "label" / "a.png", label, mode="LA")
+    with pytest.raises(DatasetError, match=r"label/a.png: LA label with transparent pixels"):
+        ChangeDetectionDataset(split)
+
+
 def test_translucent_rgba_is_refused_opaque_accepted(split: Path) -> None:
     rgba = np.full((24, 32, 4), 255, np.uint8)
     write(split / "A" / "a.png", rgba)

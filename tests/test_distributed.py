@@ -10,6 +10,7 @@ import lightning as L
 import pytest
 
 from cdseg.data import ChangeDetectionDataModule
+from cdseg.data.sampler import SeededSampler
 from cdseg.data.synthetic import SyntheticSpec, generate
 from cdseg.inference.checkpoint import load_checkpoint
 from cdseg.module import ChangeDetectionModule
@@ -64,3 +65,14 @@ def test_ddp_ranks_stop_at_the_same_step_when_one_is_interrupted(tmp_path: Path)
     assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-3000:]
     assert "interrupted at epoch 0, step 2" in proc.stderr, proc.stderr[-1500:]
     assert read_checkpoint(tmp_path / "run" / "checkpoints" / "interrupted.ckpt")["global_step"] == 2
+
+
+@pytest.mark.parametrize(("length", "world"), [(1, 4), (3, 8), (10, 4)])
+def test_a_split_smaller_than_the_world_still_gives_every_rank_its_steps(length: int, world: int) -> None:
+    ranks = [list(SeededSampler(length, shuffle=True, seed=0, rank=r, world_size=world)) for r in range(world)]
+    assert all(
+        len(items) == len(SeededSampler(length, True, 0, r, world)) == -(-length // world)
+        for r, items in enumerate(ranks)
+    )
+    seen = {index for items in ranks for index, _ in items}
+    assert seen == set(range(length))  # padding repeats samples, never drops one

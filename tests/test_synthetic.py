@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from cdseg.baseline import cva_otsu, evaluate, main
-from cdseg.data import ChangeDetectionDataModule
+from cdseg.data import ChangeDetectionDataModule, synthetic
 from cdseg.data.synthetic import META_FILE, SyntheticSpec, ensure_synthetic, make_pair
+from cdseg.errors import ConfigError
 
 
 def test_pairs_are_seeded_and_labels_binary() -> None:
@@ -46,6 +47,24 @@ def test_other_settings_never_overwrite(tmp_path: Path) -> None:
     (tmp_path / "mine").mkdir()
     with pytest.raises(FileExistsError, match="not a synthetic dataset"):
         ensure_synthetic(tmp_path / "mine", size=32)
+
+
+@pytest.mark.parametrize("size", [8, 16, 24])
+def test_small_sizes_generate_and_smaller_are_refused(size: int) -> None:
+    a, b, label = make_pair(np.random.default_rng(0), size)  # roads once drew 0 px wide below 32
+    assert a.shape == b.shape == (size, size, 3) and label.shape == (size, size)
+    with pytest.raises(ConfigError, match="data.synthetic.size must be an integer >= 8, got 4"):
+        SyntheticSpec(size=4)
+
+
+def test_an_interrupted_generation_leaves_no_folder_behind(tmp_path: Path, monkeypatch) -> None:
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(synthetic, "make_pair", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        ensure_synthetic(tmp_path / "data", size=32, train=2, val=1, test=0, seed=0)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_zero_test_pairs_means_no_test_split(tmp_path: Path) -> None:

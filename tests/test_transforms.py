@@ -8,6 +8,7 @@ from torchvision.transforms import v2
 from cdseg.data.color import ColorJitter
 from cdseg.data.preprocess import EvalTransform
 from cdseg.data.transforms import Augment, PerDate, build_transforms
+from cdseg.errors import ConfigError
 from tests.conftest import ROOT
 
 
@@ -78,6 +79,47 @@ def test_resize_uses_nearest_for_the_mask() -> None:
     out = build_transforms(None, resize=[17, 23])(coded_sample())
     assert out["A"].shape == (3, 17, 23) and out["mask"].shape == (1, 17, 23)
     assert set(out["mask"].unique().tolist()) <= {0, 1}
+
+
+@pytest.mark.parametrize("host", [True, False])
+def test_a_resized_mask_takes_the_label_under_each_pixels_centre(host: bool) -> None:
+    torch.manual_seed(0)
+    mask = (torch.rand(1, 36, 24) > 0.5).to(torch.uint8)
+    image = tv_tensors.Image(torch.zeros(3, 36, 24, dtype=torch.uint8))
+    sample = {"A": image, "B": image, "mask": tv_tensors.Mask(mask)}
+    transform = build_transforms(None, resize=[12, 8]) if host else EvalTransform(resize=[12, 8])
+    out = transform(sample)["mask"].as_subclass(torch.Tensor)
+    # Each output pixel covers a 3 x 3 block, whose centre is its middle pixel (torchvision's legacy
+    # nearest took the top-left one, 1 px up and left of the images' bilinear).
+    assert torch.equal(out, mask[:, 1::3, 1::3])
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"brightnes": 0.5}, "data.color_jitter=.*unexpected keyword argument 'brightnes'"),
+        ({"hue": 0.9}, "data.color_jitter=.*hue values should be between"),
+        ({"brightness": -1}, "data.color_jitter=.*must be non negative"),
+        (0.2, "data.color_jitter must be null or a mapping"),
+    ],
+)
+def test_a_wrong_colour_jitter_is_refused_naming_the_option(options, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Augment(color_jitter=options)
+
+
+@pytest.mark.parametrize(
+    ("mean", "std", "message"),
+    [
+        ([0.5, 0.5], [0.2, 0.2, 0.2], "data.mean must be three numbers"),
+        ([0.5] * 3, None, "data.mean and data.std go together"),
+        ([0.5] * 3, [0.2, 0.0, 0.2], "data.std must be positive"),
+        ([123.7, 116.3, 103.5], [58.4, 57.1, 57.4], "look like statistics of 0-255 pixels"),
+    ],
+)
+def test_wrong_normalisation_statistics_are_refused(mean, std, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        EvalTransform(mean=mean, std=std)
 
 
 def test_image_smaller_than_crop_is_used_whole() -> None:

@@ -19,7 +19,7 @@ from cdseg.data.cache import CACHE_MODES, check_cache_memory
 from cdseg.data.dataset import DEFAULT_EXTENSIONS, ChangeDetectionDataset, DatasetError, find_pairs
 from cdseg.data.device_augment import DeviceAugment, batch_generator
 from cdseg.data.duplicates import duplicate_pairs
-from cdseg.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, eval_transform, resize_problem
+from cdseg.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, eval_transform, mean_std_problem, resize_problem
 from cdseg.data.sampler import SeededSampler
 from cdseg.data.synthetic import ensure_synthetic
 from cdseg.data.transforms import Augment, build_transforms, host_crop
@@ -87,6 +87,7 @@ class ChangeDetectionDataModule(L.LightningDataModule):
             int_problem("data.num_workers", num_workers, minimum=0),
             int_problem("data.eval_batch_size", eval_batch_size, optional=True),
             resize_problem(resize),
+            mean_std_problem(mean, std),
             None if cache in CACHE_MODES else f"data.cache must be null or ram, got {cache!r}",
             None if augment_on in ("host", "device") else f"data.augment_on must be host or device, got {augment_on!r}",
         ]

@@ -51,17 +51,44 @@ def _problem_list(header: str, problems: Sequence[str]) -> str:
     return f"{header}\n  {shown}{more}"
 
 
+def _stored_bits(img: Image.Image) -> int:
+    """Bits per sample as the file stores them, where Pillow decodes into an 8-bit mode: a 16-bit
+    RGB(A) PNG or TIFF opens as "RGB" and keeps only the high byte of each sample. Read from the
+    file's tile descriptor (PNG's raw mode, e.g. "RGB;16B") or TIFF's BitsPerSample, before decoding."""
+    if img.mode not in ("RGB", "RGBA", "LA", "L", "P"):
+        return 8  # I;16, I and F keep their values: refused as images, read exactly as labels
+    raw = img.tile[0][3] if img.tile else ""
+    raw = raw[0] if isinstance(raw, tuple) else raw
+    bits = getattr(img, "tag_v2", {}).get(258, 8)
+    bits = max(bits) if isinstance(bits, tuple) else bits
+    return 16 if ";16" in str(raw) else int(bits)
+
+
 def _read(path: Path) -> Image.Image:
     if not path.is_file():
         raise DatasetError(f"{path}: file not found")
     try:
         img = Image.open(path)
+        bits = _stored_bits(img)
         img.load()  # decode fully: truncated files fail here, not in a worker later
-        return img
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         size = path.stat().st_size if path.exists() else 0
         why = "empty file (0 bytes)" if size == 0 else f"{type(e).__name__}: {e}"
         raise DatasetError(f"{path}: unreadable image ({why})") from None
+    if bits > 8:
+        raise DatasetError(
+            f"{path}: {bits}-bit {img.mode} image, which would be read as its high byte alone; expected 8 bits "
+            "per band (convert it to 8 bits with an explicit scaling first)"
+        )
+    return img
+
+
+def _opaque(path: Path, img: Image.Image, alpha: np.ndarray, what: str) -> None:
+    if alpha.min() < 255:
+        raise DatasetError(
+            f"{path}: {img.mode} {what} with transparent pixels (alpha min {alpha.min()}); expected an opaque "
+            f"{what}, so masked areas are not silently read as data"
+        )
 
 
 def load_image(path: Path) -> np.ndarray:
@@ -70,12 +97,7 @@ def load_image(path: Path) -> np.ndarray:
     if img.mode in ("RGB", "L", "P"):
         return np.array(img.convert("RGB"))
     if img.mode in ("RGBA", "LA"):
-        alpha = np.asarray(img.getchannel("A"))
-        if alpha.min() < 255:
-            raise DatasetError(
-                f"{path}: {img.mode} image with transparent pixels (alpha min {alpha.min()}); "
-                "expected opaque images, so masked areas are not silently read as colour"
-            )
+        _opaque(path, img, np.asarray(img.getchannel("A")), "image")
         return np.array(img.convert("RGB"))
     raise DatasetError(
         f"{path}: unsupported image mode {img.mode!r}; expected 8-bit RGB, grayscale or palette "
@@ -86,16 +108,24 @@ def load_image(path: Path) -> np.ndarray:
 def _label_array(path: Path) -> np.ndarray:
     img = _read(path)
     arr = np.asarray(img)  # a palette label is read by index, whatever colours its palette shows
+    if img.mode in ("LA", "PA", "RGBA"):
+        _opaque(path, img, arr[..., -1], "label")
+        arr = arr[..., :-1]
     if arr.ndim == 3:
-        if not (arr[..., :3] == arr[..., :1]).all():
+        if not (arr == arr[..., :1]).all():
             raise DatasetError(f"{path}: colour label (its RGB bands differ); expected a single-band mask")
         arr = arr[..., 0]
     return arr
 
 
-def _check_label_values(path: Path, arr: np.ndarray, values: Sequence[int]) -> None:
+def _values(arr: np.ndarray) -> tuple[int | float, ...]:
+    """A label's distinct values, as found: a float label's 0.3 stays 0.3 (and is refused), not 0."""
+    return tuple(v.item() for v in np.unique(arr))
+
+
+def _check_label_values(path: Path, arr: np.ndarray, values: Sequence[int | float]) -> None:
     if not (set(values) <= {0, 255} or set(values) <= {0, 1}):
-        counts = {int(v): int(np.count_nonzero(arr == v)) for v in values[:20]}
+        counts = {round(v, 6): int(np.count_nonzero(arr == v)) for v in values[:20]}
         raise DatasetError(
             f"{path}: label is not binary; expected values in {{0, 255}} or {{0, 1}}, "
             f"found values (pixel counts) {counts}"
@@ -109,7 +139,7 @@ def load_label(path: Path, check: bool = True) -> np.ndarray:
     """
     arr = _label_array(path)
     if check:
-        _check_label_values(path, arr, [int(v) for v in np.unique(arr)])
+        _check_label_values(path, arr, _values(arr))
     return arr > 0
 
 
@@ -196,7 +226,7 @@ class PairInfo:
 
     problem: str | None
     size: tuple[int, int] = (0, 0)
-    label_values: tuple[int, ...] = ()
+    label_values: tuple[int | float, ...] = ()
     changed: int = 0
     decoded: Decoded | None = None
 
@@ -208,7 +238,7 @@ def _chw(image: np.ndarray) -> torch.Tensor:
 def inspect_pair(pair: Pair, keep: bool = False) -> PairInfo:
     """Decode the pair's files and check modes, sizes and label values, without raising; ``keep``
     returns the decoded pixels too."""
-    values: tuple[int, ...] = ()
+    values: tuple[int | float, ...] = ()
     changed = 0
     arr = None
     try:
@@ -217,7 +247,7 @@ def inspect_pair(pair: Pair, keep: bool = False) -> PairInfo:
         if pair.label is not None:
             arr = _label_array(pair.label)
             sizes["label"] = arr.shape
-            values = tuple(int(v) for v in np.unique(arr))
+            values = _values(arr)
             changed = int(np.count_nonzero(arr))
             _check_label_values(pair.label, arr, values)
     except DatasetError as e:

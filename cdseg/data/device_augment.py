@@ -69,16 +69,15 @@ def _hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
     return table.gather(1, i[:, None, None].expand(-1, 1, 3, -1, -1)).squeeze(1)
 
 
-def _jitter(x: torch.Tensor, options: Mapping[str, float], g: torch.Generator) -> torch.Tensor:
-    """Per-sample ColorJitter on (B, 3, H, W) floats in [0, 1]: each sample its own factors and order."""
+def _jitter(x: torch.Tensor, ranges: Mapping[str, tuple[float, float]], g: torch.Generator) -> torch.Tensor:
+    """Per-sample ColorJitter on (B, 3, H, W) floats in [0, 1]: each sample its own factors, uniform in
+    ``ranges`` (:meth:`Augment.jitter_ranges`), and its own order."""
     n, device = x.shape[0], x.device
     factors = {}
-    for name in ("brightness", "contrast", "saturation"):
-        value = options.get(name)
-        if value:
-            factors[name] = _uniform(n, max(0.0, 1 - value), 1 + value, g, device).view(-1, 1, 1, 1)
-    if options.get("hue"):
-        factors["hue"] = _uniform(n, -options["hue"], options["hue"], g, device).view(-1, 1, 1)
+    for name in ("brightness", "contrast", "saturation", "hue"):
+        if name in ranges:
+            shape = (-1, 1, 1) if name == "hue" else (-1, 1, 1, 1)
+            factors[name] = _uniform(n, *ranges[name], g, device).view(shape)
     # v2.ColorJitter applies its four operations in a random order per call.
     order = torch.argsort(torch.rand(n, 4, generator=g, device=device), dim=1)
     ops = ("brightness", "contrast", "saturation", "hue")
@@ -115,6 +114,7 @@ class DeviceAugment:
 
     def __init__(self, augment: Augment, mean: Sequence[float] | None, std: Sequence[float] | None) -> None:
         self.augment, self.mean, self.std = augment, mean, std
+        self.jitter = augment.jitter_ranges()
 
     def __call__(self, batch: dict[str, Any], g: torch.Generator) -> dict[str, Any]:
         aug, a, b, mask = self.augment, batch["A"], batch["B"], batch.get("mask")
@@ -137,8 +137,8 @@ class DeviceAugment:
             swap = torch.rand(n, generator=g, device=device) < aug.swap
             a, b = _where(swap, b, a), _where(swap, a, b)
         a, b = (x.float() / 255.0 for x in (a, b))
-        if aug.color_jitter:
-            a, b = _jitter(a, aug.color_jitter, g), _jitter(b, aug.color_jitter, g)
+        if self.jitter:
+            a, b = _jitter(a, self.jitter, g), _jitter(b, self.jitter, g)
         if self.mean is not None and self.std is not None:
             mean = torch.tensor(self.mean, device=device).view(1, -1, 1, 1)
             std = torch.tensor(self.std, device=device).view(1, -1, 1, 1)

@@ -22,7 +22,7 @@ EVAL_OPTIONS = ("resize", "mean", "std")  # what evaluation does to a pair; the 
 
 class EvalTransform:
     """``{"A": (3,H,W) uint8, "B": ..., ["mask": (1,H,W)]}`` -> float dates, resized if asked, scaled
-    and normalised; the mask only resized (nearest). Other keys pass through."""
+    and normalised; the mask only resized (:func:`resize_mask`). Other keys pass through."""
 
     plain_tensors = True  # the dataset hands it plain tensors (no torchvision tv_tensors)
 
@@ -32,7 +32,7 @@ class EvalTransform:
         mean: Sequence[float] | None = IMAGENET_MEAN,
         std: Sequence[float] | None = IMAGENET_STD,
     ) -> None:
-        raise_problems([resize_problem(resize)])
+        raise_problems([resize_problem(resize), mean_std_problem(mean, std)])
         self.size = None if resize is None else (list(resize) if isinstance(resize, Sequence) else [resize, resize])
         self.mean, self.std = mean, std
 
@@ -67,11 +67,22 @@ def normalise(x: torch.Tensor, mean: Sequence[float] | None, std: Sequence[float
 
 
 def _resize(x: torch.Tensor, size: list[int], mask: bool) -> torch.Tensor:
-    from torchvision import tv_tensors  # only a resized run pays for importing torchvision
+    if mask:
+        return resize_mask(x, size)
+    from torchvision.transforms.v2 import functional as F  # only a resized run pays for importing torchvision
+
+    return F.resize_image(x, size, antialias=True)
+
+
+def resize_mask(mask: torch.Tensor, size: list[int]) -> torch.Tensor:
+    """A (..., H, W) mask resized to ``size`` by nearest-exact: each output pixel takes the input pixel
+    under its centre, as the images' centre-aligned bilinear sees it. (torchvision resizes masks by
+    legacy nearest, floor(i * scale), which shifts them up and left of the images: by 1.5 input pixels
+    from 1024 to 256.)"""
+    from torchvision.transforms.v2 import InterpolationMode
     from torchvision.transforms.v2 import functional as F
 
-    wrapped = tv_tensors.Mask(x) if mask else tv_tensors.Image(x)
-    return F.resize(wrapped, size, antialias=True).as_subclass(torch.Tensor)
+    return F.resize_image(mask, size, interpolation=InterpolationMode.NEAREST_EXACT, antialias=False)
 
 
 def resize_problem(resize: Any) -> str | None:
@@ -80,6 +91,29 @@ def resize_problem(resize: Any) -> str | None:
     if resize is None or (len(size) == 2 and not any(int_problem("data.resize", s) for s in size)):
         return None
     return f"data.resize must be a positive integer, [H, W] or null, got {resize!r}"
+
+
+def mean_std_problem(mean: Any, std: Any) -> str | None:
+    """What is wrong with ``data.mean`` and ``data.std`` (None when nothing): both or neither, three
+    numbers each on the [0, 1] scale the images are scaled to first, every std positive."""
+    if mean is None and std is None:
+        return None
+    if mean is None or std is None:
+        return f"data.mean and data.std go together (both null for no normalisation), got mean={mean!r}, std={std!r}"
+    for key, value in (("mean", mean), ("std", std)):
+        numbers = isinstance(value, Sequence) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+        )
+        if not numbers or len(value) != 3:
+            return f"data.{key} must be three numbers, one per RGB band, got {value!r}"
+    if min(std) <= 0:
+        return f"data.std must be positive, got {list(std)}"
+    if max(*mean, *std) > 1:
+        return (
+            f"data.mean={list(mean)}, data.std={list(std)} look like statistics of 0-255 pixels; cdseg scales "
+            "images to [0, 1] before normalising, so divide them by 255"
+        )
+    return None
 
 
 def eval_transform(data_cfg: Mapping[str, Any]) -> EvalTransform:

@@ -55,8 +55,10 @@ class SeededSampler(Sampler[tuple[int, int]]):
         order = torch.randperm(self.length, generator=g) if self.shuffle else torch.arange(self.length)
         sample_seeds = torch.randint(0, 2**62, (self.length,), generator=g)
         items = list(zip(order.tolist(), sample_seeds.tolist(), strict=True))
-        if self.pad and self.length % self.world_size:
-            items += items[: self.world_size - self.length % self.world_size]
+        if self.pad and items and self.length % self.world_size:
+            # Cyclically, as DistributedSampler does: a split smaller than the world still fills every rank.
+            total = len(self) * self.world_size
+            items = (items * -(-total // self.length))[:total]
         items = items[self.rank :: self.world_size]
         if self._skip is not None and self._skip[0] == self.epoch:
             items = items[self._skip[1] :]

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from cdseg.atomic_write import write_png
+from cdseg.config import int_problem, raise_problems
 from cdseg.data.dataset import DatasetError
 
 META_FILE = "synthetic.json"
@@ -48,6 +49,14 @@ class SyntheticSpec:
     test: int = 40
     seed: int = 0
     version: int = VERSION
+
+    def __post_init__(self) -> None:
+        raise_problems(
+            [
+                int_problem("data.synthetic.size", self.size, 8),
+                *(int_problem(f"data.synthetic.{k}", getattr(self, k), 0) for k in ("train", "val", "test", "seed")),
+            ]
+        )
 
 
 def _texture(rng: np.random.Generator, size: int, scales: tuple[float, ...]) -> np.ndarray:
@@ -83,7 +92,7 @@ def _roads(rng: np.random.Generator, size: int) -> list[tuple[np.ndarray, int]]:
         p0 = rng.uniform(0, size, 2)
         theta = rng.uniform(0, np.pi)
         d = np.array([np.cos(theta), np.sin(theta)]) * size * 2
-        roads.append((np.stack([p0 - d, p0 + d]).astype(np.int32), int(rng.integers(3, 6) * size / 96)))
+        roads.append((np.stack([p0 - d, p0 + d]).astype(np.int32), max(1, int(rng.integers(3, 6) * size / 96))))
     return roads
 
 
@@ -240,8 +249,8 @@ def ensure_synthetic(root: str | Path, **spec_kwargs: int) -> Path:
     try:
         generate(tmp, spec)
         os.replace(tmp, root)
-    except OSError:
+    except BaseException as error:  # an interrupt or a failed draw too: no half-written folder is left
         shutil.rmtree(tmp, ignore_errors=True)
-        if not (root / META_FILE).exists():  # not a concurrent writer that won the rename
+        if not (isinstance(error, OSError) and (root / META_FILE).exists()):  # a concurrent writer won the rename
             raise
     return root

@@ -1,8 +1,8 @@
 """Synchronized augmentation for change detection, built on torchvision.transforms.v2.
 
 A sample is ``{"A": Image, "B": Image, "mask": Mask}``. v2 transforms draw their random
-parameters once per call and apply them to every tv_tensor in the sample, and use nearest
-interpolation for ``Mask``, so A, B and the mask stay aligned. Only photometric jitter is drawn
+parameters once per call and apply them to every tv_tensor in the sample (a ``Mask`` is never
+interpolated; :class:`Resize` takes the pixel under each centre), so A, B and the mask stay aligned. Only photometric jitter is drawn
 per date (:class:`PerDate`), because real acquisitions differ in colour independently.
 """
 
@@ -20,7 +20,7 @@ from torchvision.transforms.v2 import functional as F
 
 from cdseg.config import int_problem, probability_problem, raise_problems
 from cdseg.data.color import ColorJitter
-from cdseg.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, resize_problem
+from cdseg.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, resize_mask, resize_problem
 
 
 class RandomCropUpTo(v2.Transform):
@@ -39,6 +39,32 @@ class RandomCropUpTo(v2.Transform):
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         return F.crop(inpt, **params)
+
+
+def jitter_problem(options: Any) -> str | None:
+    """What is wrong with ``data.color_jitter`` (None when nothing), in torchvision's own words."""
+    if options is None:
+        return None
+    if not isinstance(options, Mapping):
+        return f"data.color_jitter must be null or a mapping such as {{brightness: 0.3, hue: 0.05}}, got {options!r}"
+    try:
+        v2.ColorJitter(**options)
+    except (TypeError, ValueError) as e:
+        return f"data.color_jitter={dict(options)!r}: {e}"
+    return None
+
+
+class Resize(v2.Resize):
+    """``v2.Resize`` (antialiased bilinear) whose masks are resized by :func:`resize_mask`, aligned
+    with the images, rather than v2's legacy nearest."""
+
+    def __init__(self, size: int | Sequence[int]) -> None:
+        super().__init__(list(size) if isinstance(size, Sequence) else [size, size], antialias=True)
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if isinstance(inpt, tv_tensors.Mask):
+            return tv_tensors.wrap(resize_mask(inpt.as_subclass(torch.Tensor), self.size), like=inpt)
+        return super().transform(inpt, params)
 
 
 class RandomRot90(v2.Transform):
@@ -94,7 +120,8 @@ class Augment:
         hflip, vflip: flip probabilities.
         rot90: random multiples of 90 degrees.
         swap: probability of exchanging A and B.
-        color_jitter: ``v2.ColorJitter`` arguments, drawn independently for A and B (computed by
+        color_jitter: ``v2.ColorJitter`` arguments (brightness, contrast, saturation, hue; each a
+            number or a [min, max] range), drawn independently for A and B (computed by
             :class:`cdseg.data.color.ColorJitter`, its fast equivalent on uint8 CPU images).
     """
 
@@ -112,8 +139,18 @@ class Augment:
                 int_problem("data.crop_size", self.crop_size, 1, optional=True),
                 *(probability_problem(f"data.{k}", getattr(self, k)) for k in ("hflip", "vflip", "swap")),
                 None if isinstance(self.rot90, bool) else f"data.rot90 must be true or false, got {self.rot90!r}",
+                jitter_problem(self.color_jitter),
             ]
         )
+
+    def jitter_ranges(self) -> dict[str, tuple[float, float]]:
+        """Each jitter factor's [min, max] as ``v2.ColorJitter`` draws it (a number v means [1-v, 1+v],
+        for hue [-v, v]); factors that do nothing are left out."""
+        if not self.color_jitter:
+            return {}
+        jitter = v2.ColorJitter(**self.color_jitter)
+        names = ("brightness", "contrast", "saturation", "hue")
+        return {k: tuple(getattr(jitter, k)) for k in names if getattr(jitter, k) is not None}
 
     def steps(self) -> list[nn.Module]:
         """The random transforms, in order: crop, flips, rotation, date exchange, per-date jitter."""
@@ -138,7 +175,7 @@ def host_crop(augment: Augment, resize: int | Sequence[int] | None = None) -> nn
     uint8 (the rest runs on the batch: :mod:`cdseg.data.device_augment`)."""
     steps: list[nn.Module] = []
     if resize is not None:
-        steps.append(v2.Resize(list(resize) if isinstance(resize, Sequence) else [resize, resize], antialias=True))
+        steps.append(Resize(resize))
     if augment.crop_size:
         steps.append(RandomCropUpTo(augment.crop_size))
     return v2.Compose(steps) if steps else v2.Identity()
@@ -160,7 +197,7 @@ def build_transforms(
     steps: list[nn.Module] = []
     if resize is not None:
         raise_problems([resize_problem(resize)])
-        steps.append(v2.Resize(list(resize) if isinstance(resize, Sequence) else [resize, resize], antialias=True))
+        steps.append(Resize(resize))
     if augment is not None:
         steps += augment.steps()
     steps.append(v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True))
