@@ -32,10 +32,10 @@ from tqdm import tqdm
 from cdseg.atomic_write import write_npy, write_png, write_text
 from cdseg.config import require_values
 from cdseg.data.dataset import ChangeDetectionDataset, Pair, find_pairs
-from cdseg.errors import CdsegError, exit_1_on_error
+from cdseg.errors import CdsegError, ConfigError, exit_1_on_error
 from cdseg.inference.geo import SceneOptions, check_scenes, predict_scenes
 from cdseg.inference.geo_read import is_georeferenced
-from cdseg.inference.predictor import TTA, Predictor
+from cdseg.inference.predictor import TTA, Predictor, resolve_device
 from cdseg.inference.tiling import check_tiling
 from cdseg.inference.visualize import error_map, overlay
 from cdseg.overrides import exit_on_unknown_keys
@@ -62,13 +62,22 @@ def check_options(cfg: DictConfig) -> None:
         raise PredictError(str(e)) from None
     if cfg.save_probs not in (False, None, "png", "npy"):
         raise PredictError(f"save_probs must be false, png or npy, got {cfg.save_probs!r}")
-    if cfg.threshold is not None and not 0 < cfg.threshold < 1:
-        raise PredictError(f"threshold must be in (0, 1), got {cfg.threshold}")
+    threshold = cfg.threshold
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))):
+        raise PredictError(f"threshold must be a number in (0, 1) or null, got {threshold!r}")
+    if threshold is not None and not 0 < threshold < 1:
+        raise PredictError(f"threshold must be in (0, 1), got {threshold}")
     if str(cfg.precision) not in AUTOCAST_DTYPES:
         raise PredictError(f"precision must be one of {sorted(AUTOCAST_DTYPES)}, got {cfg.precision!r}")
+    if isinstance(cfg.tta, str):  # tta=flip: a list is meant, not its letters
+        raise PredictError(f"tta takes a list: tta=[{cfg.tta}] (of {', '.join(TTA)})")
     unknown = set(cfg.tta or []) - set(TTA)
     if unknown:
         raise PredictError(f"tta accepts {' and '.join(TTA)}, got {sorted(unknown)}")
+    try:
+        resolve_device(cfg.device)
+    except ConfigError as e:
+        raise PredictError(str(e)) from None
 
 
 def collect_pairs(cfg: DictConfig) -> ChangeDetectionDataset:
@@ -84,15 +93,26 @@ def collect_pairs(cfg: DictConfig) -> ChangeDetectionDataset:
         pairs = [Pair(Path(cfg.b).name, Path(cfg.a), Path(cfg.b), Path(cfg.label) if cfg.label else None)]
     else:
         raise PredictError("nothing to predict: set input=<folder with A/ and B/>, or a=<file> b=<file>")
-    stems: dict[str, str] = {}
-    for p in pairs:
-        other = stems.setdefault(Path(p.name).stem, p.name)
-        if other != p.name:
-            raise PredictError(f"{p.a.parent}: {other} and {p.name} would both be written as {Path(p.name).stem}.png")
+    unique_stems([(p.name, p.a) for p in pairs], "{}.png")
     return ChangeDetectionDataset(pairs)
 
 
-def prepare_output(output: str, overwrite: bool, with_labels: bool, save_probs: str | bool) -> Path:
+def unique_stems(pairs: list[tuple[str, Path]], written_as: str) -> None:
+    """Refuse two pairs whose outputs would take one name (``x.tif`` and ``x.png`` both give ``x``),
+    before anything is written: the second would replace the first's."""
+    stems: dict[str, str] = {}
+    for name, a in pairs:
+        stem = Path(name).stem
+        other = stems.setdefault(stem, name)
+        if other != name:
+            raise PredictError(f"{a.parent}: {other} and {name} would both be written as {written_as.format(stem)}")
+
+
+def prepare_output(
+    output: str, overwrite: bool, with_labels: bool, save_probs: str | bool, inputs: list[Path] = ()
+) -> Path:
+    """The output folder, new or emptied of a previous prediction's files (``overwrite``); never one
+    that would take ``inputs`` (the folders the pairs are read from) with it."""
     out = Path(output)
     if out.exists() and not out.is_dir():
         raise PredictError(f"output={out} exists and is not a folder")
@@ -101,6 +121,12 @@ def prepare_output(output: str, overwrite: bool, with_labels: bool, save_probs: 
             raise PredictError(f"output={out} exists and is not empty; choose another folder or set overwrite=true")
         # Replace a previous prediction whole, so no stale mask or metric survives beside the new ones;
         # files this script does not write are left alone.
+        held = [p for p in inputs for t in OUTPUTS if (out / t).resolve() in (p.resolve(), *p.resolve().parents)]
+        if held:
+            raise PredictError(
+                f"output={out} with overwrite=true would delete {held[0]}, which holds the input pairs; "
+                "choose another output folder"
+            )
         for target in (out / name for name in OUTPUTS):
             if target.is_dir():
                 shutil.rmtree(target)
@@ -150,8 +176,15 @@ def load_predictor(cfg: DictConfig) -> tuple[Predictor, float]:
         predictor = Predictor.from_model_file(cfg.model_file, **options)
     else:
         predictor = Predictor.from_checkpoint(cfg.ckpt_path, cfg.runs_dir, **options)
-    print(f"checkpoint: {predictor.config['checkpoint_file']}", file=sys.stderr)
     threshold = float(cfg.threshold if cfg.threshold is not None else predictor.config.get("threshold", 0.5))
+    source = (
+        "threshold="
+        if cfg.threshold is not None
+        else "stored with the model"
+        if "threshold" in predictor.config
+        else "the default"
+    )
+    print(f"checkpoint: {predictor.config['checkpoint_file']}; threshold {threshold:g} ({source})", file=sys.stderr)
     return predictor, threshold
 
 
@@ -173,6 +206,7 @@ def scene_pairs(cfg: DictConfig) -> list[tuple[str, Path, Path]] | None:
             )
         if mode is not True:
             return None
+        unique_stems([(p.name, p.a) for p in pairs], "{}/")
         return [(p.name, p.a, p.b) for p in pairs]
     if mode is True or is_georeferenced(cfg.a) or is_georeferenced(cfg.b):
         if cfg.label:
@@ -200,7 +234,8 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     with_labels = all(p.label is not None for p in dataset.pairs)
     predictor, threshold = load_predictor(cfg)
     checkpoint = predictor.config["checkpoint_file"]
-    out = prepare_output(cfg.output, cfg.overwrite, with_labels, cfg.save_probs)
+    inputs = sorted({f.parent for p in dataset.pairs for f in (p.a, p.b, p.label) if f is not None})
+    out = prepare_output(cfg.output, cfg.overwrite, with_labels, cfg.save_probs, inputs)
     rows, pixels = [], 0
     start = time.perf_counter()
     progress = tqdm(total=len(dataset), desc="pairs", unit="pair", file=sys.stderr)

@@ -57,8 +57,10 @@ def test_an_exported_file_gives_pytorchs_probabilities_at_every_size(
     model, meta = load_exported(exported[fmt])
     assert meta["exported_from"] == trained_run["best_checkpoint"]
     # Sizes other than the export's example (2 x 64 x 64): one not a multiple of the network's stride,
-    # then sides under min_side (8), which predict.py pads by replication, as the network itself does.
-    for n, h, w, seed in [(3, 96, 128, 0), (1, 45, 61, 1), (2, 4, 40, 2), (2, 5, 3, 3), (2, 1, 1, 4)]:
+    # then sides under min_side (8), which the exported model pads as the network itself does: by
+    # replication where a side is too short to reflect (4 x 40, 5 x 3, 1 x 1), else by reflection.
+    sizes = [(3, 96, 128), (1, 45, 61), (2, 4, 40), (2, 5, 3), (2, 1, 1), (1, 5, 40), (1, 7, 7), (1, 6, 33)]
+    for seed, (n, h, w) in enumerate(sizes):
         a, b = random_pair(n, h, w, seed)
         with torch.no_grad():
             want = reference(a, b)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -228,6 +229,10 @@ def test_warp_resamples_b_from_another_crs_onto_a_grid(tmp_path: Path) -> None:
     found = mask[mask != 255] == 1
     assert (truth & found).sum() / (truth | found).sum() > 0.9  # resampling moves outlines by a pixel at most
     assert (mask == 255).mean() < 0.02  # B's resampled nodata edge only
+    # Without a nodata value the warp adds an alpha band for B's footprint: not a band to read.
+    write_tif(tmp_path / "b.tif", b_geo, crs="EPSG:4326", transform=grid)
+    with pytest.raises(GeoError, match=r"b.tif has 3 band\(s\), geo.bands asks for band\(s\) \[4\]"):
+        predict_scenes(difference, pairs, tmp_path / "out", replace(options, bands_b=(1, 2, 4)), 0.3, True)
 
 
 def test_bands_and_16_bit_data_follow_the_rules(tmp_path: Path) -> None:
@@ -356,6 +361,11 @@ def test_scene_requests_that_would_mislead_are_refused(tmp_path: Path, monkeypat
     monkeypatch.setattr("predict.load_predictor", lambda cfg: (Stub({"resize": 64}), 0.5))
     with pytest.raises(CdsegError, match=r"trained with data.resize=64; .* needs a run trained without data.resize"):
         predict(pair)
+    for part, image in (("A", a), ("B", b)):  # x.tif and x.tiff: both would be written to o/x/
+        write_tif(tmp_path / "in" / part / "x.tiff", image)
+    both = predict_cfg("ckpt_path=unused", f"input={tmp_path / 'in'}", f"output={tmp_path / 'o'}", "geo.scene=true")
+    with pytest.raises(CdsegError, match=r"x.tif and x.tiff would both be written as x/"):
+        predict(both)
     assert not (tmp_path / "o").exists()
 
 

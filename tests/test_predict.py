@@ -172,6 +172,15 @@ def test_bad_checkpoints_are_named(trained_run: dict, tmp_path: Path) -> None:
     torch.save(ckpt, tmp_path / "target.ckpt")
     with pytest.raises(CheckpointError, match="refusing to build 'os.system'"):
         load_checkpoint(tmp_path / "target.ckpt")
+    # A function reached through a model module's imports: Hydra would follow it attribute by attribute.
+    victim = tmp_path / "victim.txt"
+    victim.write_text("kept")
+    target = {"_target_": "cdseg.models.siamese_unet.torch.save", "_args_": ["x", str(victim)]}
+    ckpt["hyper_parameters"]["run_config"]["model"] = target
+    torch.save(ckpt, tmp_path / "through.ckpt")
+    with pytest.raises(CheckpointError, match="refusing to build 'cdseg.models.siamese_unet.torch.save'"):
+        load_checkpoint(tmp_path / "through.ckpt")
+    assert victim.read_text() == "kept"
 
 
 class Exploit:
@@ -231,6 +240,11 @@ def test_real_levir_tiles(trained_run: dict, tmp_path: Path) -> None:
         ("threshold=1.5", r"threshold must be in \(0, 1\)"),
         ("precision=8", "precision must be one of"),
         ("tta=[rotate]", "tta accepts flip and swap"),
+        ("tta=flip", r"tta takes a list: tta=\[flip\]"),
+        ("overlap=1.5", "overlap must be an integer >= 0, got 1.5"),
+        ("tile_size=big", "tile_size must be an integer >= 1, got 'big'"),
+        ("threshold=abc", "threshold must be a number in \\(0, 1\\) or null, got 'abc'"),
+        ("device=foo", "device must be auto, cpu, cuda or cuda:<index>, got 'foo'"),
     ],
 )
 def test_bad_options_fail_before_any_output(
@@ -240,6 +254,16 @@ def test_bad_options_fail_before_any_output(
     with pytest.raises(PredictError, match=message):
         predict(predict_cfg(*args, option))
     assert not (tmp_path / "o").exists()
+
+
+def test_overwrite_never_deletes_the_input_pairs(trained_run: dict, tiny_data: Path, tmp_path: Path) -> None:
+    root = tmp_path / "in"
+    shutil.copytree(tiny_data / "val", root)
+    (root / "label").rename(root / "mask")  # labels in a folder named like an output
+    args = [f"ckpt_path={trained_run['output_dir']}", f"input={root}", f"output={root}", "dirs.label=mask"]
+    with pytest.raises(PredictError, match=r"overwrite=true would delete .*in/mask, which holds the input pairs"):
+        predict(predict_cfg(*args, "overwrite=true"))
+    assert len(list((root / "mask").iterdir())) == 8
 
 
 def test_pair_requests_that_cannot_run(trained_run: dict, pairs_dir: Path, tmp_path: Path) -> None:

@@ -8,21 +8,26 @@ from typing import Any
 from omegaconf import OmegaConf
 from torch import nn
 
+from cdseg.models import _MODULES
 from cdseg.models.network import build_network
 from cdseg.runs.checkpoint import CheckpointError, read_checkpoint, run_config
 from cdseg.runs.folder import RunFolder, checkpoint_to_evaluate
 
-# Only classes of this package may be built from a checkpoint's config: a `_target_` is an import
-# path, and building an arbitrary one would let a crafted checkpoint call any function.
-ALLOWED_TARGET_PREFIX = "cdseg.models."
+# Only the architectures may be built from a checkpoint's config, named exactly: a `_target_` is an
+# import path that Hydra follows through module attributes, so a prefix would also let through
+# `cdseg.models.<module>.torch.save` and any other function those modules import.
+ALLOWED_TARGETS = frozenset(
+    name for cls, module in _MODULES.items() for name in (f"cdseg.models.{cls}", f"cdseg.models.{module}.{cls}")
+)
 
 
 def _check_targets(node: Any, where: str) -> None:
     if isinstance(node, dict):
         target = node.get("_target_")
-        if target is not None and not str(target).startswith(ALLOWED_TARGET_PREFIX):
+        if target is not None and target not in ALLOWED_TARGETS:
             raise CheckpointError(
-                f"{where}: refusing to build {target!r}; only {ALLOWED_TARGET_PREFIX}* classes are allowed"
+                f"{where}: refusing to build {target!r}; a checkpoint may only name one of the architectures "
+                f"({', '.join(f'cdseg.models.{cls}' for cls in sorted(_MODULES))})"
             )
         for v in node.values():
             _check_targets(v, where)

@@ -60,9 +60,10 @@ class ExportedModel(nn.Module):
         h, w = a.shape[-2:]
         side = self.meta["min_side"]
         if min(h, w) < side:
-            # The exported graph pads by reflection, which needs sides of at least `side`; the network
-            # itself pads such small inputs by replication to a multiple of it, as here.
-            a, b = (_replicate_pad(x, -h % side, -w % side) for x in (a, b))
+            # The exported graph takes sides of at least `side`: pad here as the network itself pads
+            # (ChangeDetector.forward), by reflection where both sides allow it, else by replication.
+            pad_h, pad_w = -h % side, -w % side
+            a, b = (_pad(x, pad_h, pad_w, reflect=pad_h < h and pad_w < w) for x in (a, b))
         if self.input_dtype != a.dtype:  # uint8 dates into a float model: scaled as training did
             a, b = scale(a), scale(b)
         return self.run(a, b)[..., :h, :w]
@@ -71,12 +72,16 @@ class ExportedModel(nn.Module):
         raise NotImplementedError
 
 
-def _replicate_pad(x: torch.Tensor, bottom: int, right: int) -> torch.Tensor:
-    """(..., H, W) -> (..., H + bottom, W + right), the last row and column repeated; any dtype."""
+def _pad(x: torch.Tensor, bottom: int, right: int, reflect: bool) -> torch.Tensor:
+    """(..., H, W) -> (..., H + bottom, W + right), as ``F.pad`` at the bottom and right in "reflect"
+    (``bottom < H``, ``right < W``) or "replicate" mode, for any dtype (uint8 dates too)."""
+
+    def index(n: int, pad: int) -> torch.Tensor:
+        i = torch.arange(n + pad, device=x.device)
+        return torch.where(i < n, i, 2 * (n - 1) - i) if reflect else i.clamp_(max=n - 1)
+
     h, w = x.shape[-2:]
-    rows = torch.arange(h + bottom, device=x.device).clamp_(max=h - 1)
-    cols = torch.arange(w + right, device=x.device).clamp_(max=w - 1)
-    return x.index_select(-2, rows).index_select(-1, cols)
+    return x.index_select(-2, index(h, bottom)).index_select(-1, index(w, right))
 
 
 class OnnxModel(ExportedModel):

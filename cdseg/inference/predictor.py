@@ -27,12 +27,16 @@ TTA = ("flip", "swap")  # horizontal/vertical flips; the exchange of A and B
 PASS_PIXELS = {"cpu": 2**16, "cuda": 2**22}
 
 
-def _device(name: str | torch.device) -> torch.device:
+def resolve_device(name: str | torch.device) -> torch.device:
     if str(name) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if torch.device(name).type == "cuda" and not torch.cuda.is_available():
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as e:
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:<index>, got {name!r} ({e})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={name} asked for, but no CUDA device is available")
-    return torch.device(name)
+    return device
 
 
 class Predictor:
@@ -65,7 +69,7 @@ class Predictor:
         batch_size: int | str = "auto",
         blend: Blend = "gaussian",
     ) -> None:
-        self.device = _device(device)
+        self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.config = config
         self.transform = eval_transform(config.get("data", {}))
@@ -86,7 +90,7 @@ class Predictor:
     @classmethod
     def from_model_file(cls, path: str | Path, **options: Any) -> Predictor:
         """A file written by ``cdseg.export`` (ONNX or TorchScript) -> its predictor."""
-        device = _device(options.get("device", "auto"))
+        device = resolve_device(options.get("device", "auto"))
         if str(options.get("device", "auto")) == "auto":
             device = auto_device(path, device)
         model, config = load_exported(path, device)

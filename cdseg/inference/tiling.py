@@ -7,6 +7,8 @@ from typing import Literal
 
 import torch
 
+from cdseg.config import int_problem
+
 Blend = Literal["gaussian", "mean"]
 
 
@@ -50,9 +52,10 @@ def _windows(h: int, w: int, th: int, tw: int, overlap: int) -> Iterator[tuple[i
 
 def check_tiling(tile_size: int, overlap: int, batch_size: int | str, blend: str) -> None:
     """Raise ValueError naming the option that is out of range."""
-    if tile_size < 1:
-        raise ValueError(f"tile_size must be positive, got {tile_size}")
-    if not 0 <= overlap < tile_size:
+    for problem in (int_problem("tile_size", tile_size), int_problem("overlap", overlap, 0)):
+        if problem:
+            raise ValueError(problem)
+    if not overlap < tile_size:
         raise ValueError(f"overlap must be in [0, tile_size), got overlap={overlap}, tile_size={tile_size}")
     if batch_size != "auto" and not (isinstance(batch_size, int) and batch_size >= 1):
         raise ValueError(f"batch_size must be a positive integer or auto, got {batch_size!r}")
