@@ -27,9 +27,9 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from cdseg.config import build, check_types, comparable_settings, raise_problems, require_values
+from cdseg.config import build, check_types, comparable_settings, raise_problems, require_values, run_problems
 from cdseg.errors import CdsegError
-from cdseg.metrics import curve_summary
+from cdseg.metrics import change_metrics, curve_summary
 from cdseg.models.network import build_network, runtime_problems
 from cdseg.module import ChangeDetectionModule, NonFiniteError
 from cdseg.overrides import exit_on_unknown_keys
@@ -52,10 +52,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     require_values(cfg)
     raise_problems([name_problem(cfg.get("name"), cfg.get("tags", []))])
     check_types(cfg)  # a wrongly typed option is named now, not as a traceback after the sanity check
+    raise_problems(run_problems(cfg, list(change_metrics())))
     raise_problems(runtime_problems(cfg.model))
     _quiet_what_is_not_about_the_run()
-    if cfg.get("seed") is not None:
-        L.seed_everything(cfg.seed, workers=True)
+    L.seed_everything(cfg.seed, workers=True)
     fix_precision(cfg)  # on a CPU-only run, a GPU precision becomes one this CPU runs well
     ckpt_path = resume(cfg)  # None for a fresh run; a resumed run continues in its own folder
     run = RunFolder(cfg.paths.output_dir)
@@ -211,8 +211,33 @@ def _print_summary(results: dict[str, Any]) -> None:
     print("\n".join(lines))
 
 
+def _local_sweep_of_ddp(cfg: DictConfig) -> str | None:
+    """Why a ``-m`` sweep cannot run DDP jobs in this process's launcher (None when it can): Lightning
+    starts the extra ranks by running the command line again, ``-m`` included, so each would run a
+    sweep of its own."""
+    hydra_cfg = HydraConfig.get()
+    trainer = cfg.trainer
+    strategy = str(trainer.get("strategy", "auto"))
+    devices, nodes = trainer.get("devices", 1), trainer.get("num_nodes", 1)
+    several = nodes != 1 or devices == -1 or (isinstance(devices, int) and devices > 1) or isinstance(devices, list)
+    local = str(hydra_cfg.launcher.get("_target_", "")).endswith("BasicLauncher")
+    if hydra_cfg.mode != RunMode.MULTIRUN or not local or not several or not strategy.startswith("ddp"):
+        return None
+    if "spawn" in strategy or "fork" in strategy:  # these start their ranks without the command line
+        return None
+    return (
+        f"a -m sweep with trainer.strategy={strategy} on {devices} devices: Lightning would start each extra rank by "
+        "running this command line again, -m included, and every rank would run a sweep of its own. Run each "
+        "job without -m, or submit the sweep with a cluster launcher (hydra/launcher=submitit_slurm)"
+    )
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    refused = _local_sweep_of_ddp(cfg)
+    if refused:
+        print(f"error: {refused}", file=sys.stderr)
+        raise SystemExit(1)
     # Everything the run says, on the console and in its folder's <job>.log (appended by each command).
     with tee_console(Path(cfg.paths.output_dir) / f"{HydraConfig.get().job.name}.log"):
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import types
 import typing
+from collections.abc import Sequence
 from typing import Any
 
 from hydra.errors import InstantiationException
@@ -82,6 +83,58 @@ def raise_problems(problems: list[str | None]) -> None:
     found = [p for p in problems if p]
     if found:
         raise ConfigError("; ".join(found))
+
+
+def run_problems(cfg: DictConfig, scores: Sequence[str]) -> list[str | None]:
+    """What is wrong with train.yaml's own options, and with combinations that would fail only after
+    an epoch or train wrongly without a word. ``scores``: the metrics validation logs (``F1``, ...)."""
+    metric, mode, threshold = cfg.get("optimized_metric"), cfg.get("optimized_mode"), cfg.get("threshold")
+    allowed = ["val/loss", *(f"val/{s}" for s in scores)]
+    problems = [
+        None
+        if metric in allowed
+        else f"optimized_metric must be one of {allowed} (what validation logs), got {metric!r}",
+        None if mode in ("max", "min") else f"optimized_mode must be max or min, got {mode!r}",
+        None
+        if metric not in allowed or mode not in ("max", "min") or (mode == "min") == (metric == "val/loss")
+        else f"optimized_mode={mode} would keep the worst checkpoint: {metric} is "
+        + ("a loss, set optimized_mode=min" if metric == "val/loss" else "a score, set optimized_mode=max"),
+        int_problem("seed", cfg.get("seed"), 0),  # every run is seeded: that is what makes it repeatable and resumable
+        None
+        if isinstance(threshold, (int, float)) and not isinstance(threshold, bool) and 0 < threshold < 1
+        else f"threshold must be a number in (0, 1), got {threshold!r}",
+        *(
+            f"{key} must be true or false, got {cfg.get(key)!r}"
+            for key in ("calibrate", "test", "resume_strict", "extend_schedule")
+            if not isinstance(cfg.get(key, False), bool)
+        ),
+    ]
+    scheduler, trainer = cfg.get("scheduler") or {}, cfg.get("trainer") or {}
+    if str(scheduler.get("_target_", "")).endswith("CosineAnnealingLR"):
+        t_max = scheduler.get("T_max")
+        if not (isinstance(t_max, int) and not isinstance(t_max, bool) and t_max >= 1):
+            hint = (
+                "; the run's length is set in steps (trainer.max_epochs=-1): use scheduler=warmup_cosine"
+                if trainer.get("max_epochs") in (-1, None)
+                else ""
+            )
+            problems.append(f"scheduler.T_max (epochs of the cosine) must be an integer >= 1, got {t_max!r}{hint}")
+    interval, steps = trainer.get("val_check_interval"), trainer.get("max_steps", -1)
+    if (
+        trainer.get("check_val_every_n_epoch", 1) is None
+        and isinstance(interval, int)
+        and not isinstance(interval, bool)
+        and interval > 0
+        and isinstance(steps, int)
+        and steps > 0
+        and steps % interval
+    ):
+        problems.append(
+            f"trainer.max_steps={steps} is not a multiple of trainer.val_check_interval={interval}: its last "
+            f"{steps % interval} steps would be neither validated nor checkpointed (and a resume would train them "
+            "again); make it a multiple"
+        )
+    return problems
 
 
 def check_types(cfg: DictConfig) -> None:

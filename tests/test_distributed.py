@@ -76,3 +76,12 @@ def test_a_split_smaller_than_the_world_still_gives_every_rank_its_steps(length:
     )
     seen = {index for items in ranks for index, _ in items}
     assert seen == set(range(length))  # padding repeats samples, never drops one
+
+
+def test_a_local_sweep_of_ddp_jobs_is_refused_at_once(tiny_data: Path, tmp_path: Path) -> None:
+    cmd = [sys.executable, str(ROOT / "train.py"), "-m", *tiny_overrides(tiny_data, tmp_path / "unused")]
+    cmd += [f"paths.runs_dir={tmp_path}", "trainer=ddp", "model.base=4,8"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "error: a -m sweep with trainer.strategy=ddp on 2 devices" in proc.stderr
+    assert not list(tmp_path.glob("**/*.ckpt"))

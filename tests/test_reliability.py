@@ -203,6 +203,20 @@ def test_the_refusal_restores_a_mapping_the_new_config_has_as_null() -> None:
     assert check_resumable(Path("run.ckpt"), recorded, config("experiment=levir", *shlex.split(fix))) == []
 
 
+def test_resuming_cannot_switch_the_weight_average_on_or_off() -> None:
+    def config(*overrides: str) -> dict:
+        return OmegaConf.to_container(compose_train(*overrides, "data.root=/x", "paths.output_dir=/x"), resolve=True)
+
+    recorded = config("callbacks=ema")  # its checkpoints hold the average as the model's weights
+    with pytest.raises(
+        CheckpointError, match=r"callbacks.ema._target_ \(run: 'cdseg.callbacks.EMA', now: '<absent>'\)"
+    ):
+        check_resumable(Path("run.ckpt"), recorded, config())
+    with pytest.raises(CheckpointError, match=r"callbacks.ema.decay \(run: 0.999, now: 0.99\)"):
+        check_resumable(Path("run.ckpt"), recorded, config("callbacks=ema", "callbacks.ema.decay=0.99"))
+    assert check_resumable(Path("run.ckpt"), recorded, config("callbacks=ema", "~callbacks.sample_panels")) == []
+
+
 def test_resume_strict_false_resumes_under_changed_settings_with_a_warning(
     tiny_data: Path, tmp_path: Path, capsys
 ) -> None:
@@ -494,3 +508,14 @@ def test_a_run_recorded_before_an_option_existed_resumes_as_its_default() -> Non
     assert config_changes(recorded, {**config, "data": {**config["data"], "augment_on": "device"}}) == [
         ("data.augment_on", "host", "device")
     ]
+
+
+def test_runs_started_in_the_same_second_get_folders_of_their_own(tmp_path: Path, monkeypatch) -> None:
+    from cdseg.runs import folder
+
+    path = str(tmp_path / "2026-11-27" / "08-00-00")  # hydra.run.dir as named to the second
+    first = folder.claim_new_folder(path)
+    assert folder.claim_new_folder(path) == first  # resolved again in the same process: the same folder
+    monkeypatch.setattr(folder, "_CLAIMED", {})  # a second process, in the same second
+    second = folder.claim_new_folder(path)
+    assert (first, second) == (path, f"{path}-2") and Path(second).is_dir()

@@ -351,3 +351,33 @@ def test_the_summary_keeps_an_override_with_spaces_whole(tmp_path: Path) -> None
         rows[0]["overrides"] == "model.base=8 data.color_jitter={brightness: 0.2} seed=0"
         and "_overrides" not in rows[0]
     )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["optimized_metric=val/f1"], r"optimized_metric must be one of \['val/loss', 'val/F1'"),
+        (["optimized_metric=val/loss"], "val/loss is a loss, set optimized_mode=min"),
+        (["threshold=abc"], r"threshold must be a number in \(0, 1\), got 'abc'"),
+        (["threshold=1.5"], r"threshold must be a number in \(0, 1\), got 1.5"),
+        (["calibrate=maybe"], "calibrate must be true or false, got 'maybe'"),
+        (["seed=null"], "seed must be an integer >= 0, got None"),
+        (
+            ["trainer.max_epochs=-1", "+trainer.max_steps=4"],
+            r"scheduler.T_max .* got -1; .* use scheduler=warmup_cosine",
+        ),
+        (
+            ["+trainer.check_val_every_n_epoch=null", "+trainer.val_check_interval=2", "+trainer.max_steps=5"],
+            "max_steps=5 is not a multiple of trainer.val_check_interval=2: its last 1 steps",
+        ),
+        (["model=tiny", "model.base=1"], "model.base must be an integer >= 2, got 1"),
+    ],
+)
+def test_options_that_would_fail_late_or_train_wrongly_are_refused_at_once(
+    make_cfg, tmp_path: Path, overrides: list[str], message: str
+) -> None:
+    from cdseg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        train(make_cfg(*overrides))
+    assert not list((tmp_path / "run").glob("**/*.ckpt"))

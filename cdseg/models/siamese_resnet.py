@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision import models
 
+from cdseg.config import int_problem, raise_problems
 from cdseg.errors import ConfigError
 from cdseg.models.blocks import ChangeDetector, ConvBNReLU, Fusion, fuse, fusion_factor, init_prior
 
@@ -120,6 +121,7 @@ class SiameseResNet(ChangeDetector):
         prior: float | None = 0.05,
     ) -> None:
         super().__init__()
+        raise_problems([int_problem("model.base", base, 2)])  # the last decoder stage halves it
         if encoder not in ENCODERS:
             raise ConfigError(f"model.encoder must be one of {sorted(ENCODERS)}, got {encoder!r}")
         exchange = list(exchange or [None] * 4)

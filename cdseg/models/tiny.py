@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cdseg.config import int_problem, raise_problems
 from cdseg.models.blocks import ChangeDetector, init_prior
 
 
@@ -127,6 +128,7 @@ class TinyCD(ChangeDetector):
 
     def __init__(self, in_channels: int = 3, base: int = 16, prior: float | None = 0.05) -> None:
         super().__init__()
+        raise_problems([int_problem("model.base", base, 2)])  # the head halves it
         w1, w2, w3 = 3 * base // 2, 2 * base, 7 * base // 2
         self.encoder = nn.ModuleList(
             [

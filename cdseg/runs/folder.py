@@ -39,6 +39,26 @@ def run_suffix(name: str | None) -> str:
     return "_" + re.sub(r"[^A-Za-z0-9._-]", "-", str(name))
 
 
+_CLAIMED: dict[str, str] = {}  # a new run's folder, once claimed, for every later resolution in this process
+
+
+def claim_new_folder(path: str) -> str:
+    """``path``, or ``path-2``, ``path-3``, ...: the first that this process creates. Folders are named
+    to the second, so two runs started together (a shell loop, a job array) would otherwise share one
+    and overwrite each other's config and checkpoints; ``os.mkdir`` lets exactly one of them have it."""
+    if path not in _CLAIMED:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        for n in range(1, 10_000):
+            candidate = path if n == 1 else f"{path}-{n}"
+            try:
+                Path(candidate).mkdir()
+            except FileExistsError:
+                continue
+            _CLAIMED[path] = candidate
+            break
+    return _CLAIMED.get(path, path)
+
+
 def name_problem(name: Any, tags: Any) -> str | None:
     """What is wrong with the run's ``name`` and ``tags`` options (None when nothing)."""
     if name is not None and not (isinstance(name, str) and RUN_NAME.fullmatch(name)):

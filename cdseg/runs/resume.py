@@ -29,12 +29,16 @@ from cdseg.config import flatten
 from cdseg.errors import ConfigError
 from cdseg.precision import cpu_only, runnable_precision
 from cdseg.runs.checkpoint import CheckpointError, read_checkpoint, run_config
-from cdseg.runs.folder import RunFolder, checkpoint_to_resume, run_suffix
+from cdseg.runs.folder import RunFolder, checkpoint_to_resume, claim_new_folder, run_suffix
 
 # What a resumed run may change: where it writes and logs, how long it trains, when it validates,
 # how (not what) data is loaded, and the accelerator. Everything else (model, loss, optimizer,
 # schedule, augmentation, batch size, seed, devices, precision, gradient accumulation and clipping)
 # decides the weights, so by default it must equal the run's (resume_strict=false only warns).
+# Inside MAY_CHANGE, what changes the training all the same: the checkpoint of an EMA run holds the
+# averaged weights as its state_dict (the raw ones beside them), so resuming without the callback, or
+# with another decay, would go on from the average rather than from where training was.
+MUST_KEEP = ("callbacks.ema",)
 MAY_CHANGE = (
     "paths",
     "ckpt_path",
@@ -249,7 +253,9 @@ def config_changes(
     before, after = flatten(recorded), flatten(config)
     changes = []
     for key in sorted(before.keys() | after.keys()):
-        if any(key == p or key.startswith(p + ".") for p in may_change):
+        if any(key == p or key.startswith(p + ".") for p in may_change) and not any(
+            key == p or key.startswith(p + ".") for p in MUST_KEEP
+        ):
             continue
         old, new = before.get(key, ADDED_LATER.get(key, ABSENT)), after.get(key, ABSENT)
         if old != new:
@@ -337,17 +343,24 @@ def _override(value: Any) -> str:
 
 
 def resume_folder(spec: str | None, runs_dir: str, default: str) -> str:
-    """Hydra resolver for ``hydra.run.dir``: the resumed run's own folder, else ``default``.
+    """Hydra resolver for ``hydra.run.dir``: the resumed run's own folder, else a new one named
+    ``default`` (:func:`claim_new_folder`: ``default-2`` if another run took it first).
 
-    Never raises: a bad ``ckpt_path`` is reported by :func:`resume`, with its own message.
+    Never raises: a bad ``ckpt_path`` is reported by :func:`resume`, with its own message; a folder
+    that cannot be created, by Hydra.
     """
-    if not spec:
-        return default
+    run = None
+    if spec:
+        try:
+            run = RunFolder.of_checkpoint(checkpoint_to_resume(str(spec), runs_dir))
+        except (OSError, CheckpointError):
+            run = None
+    if run:
+        return str(run.path)
     try:
-        run = RunFolder.of_checkpoint(checkpoint_to_resume(str(spec), runs_dir))
-    except (OSError, CheckpointError):
+        return claim_new_folder(default)
+    except OSError:
         return default
-    return str(run.path) if run else default
 
 
 def resume_subdir(spec: str | None, stamp: str) -> str:
