@@ -20,6 +20,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -28,7 +29,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from cdseg.config import build, check_types, comparable_settings, raise_problems, require_values, run_problems
-from cdseg.errors import CdsegError
+from cdseg.errors import CdsegError, ConfigError
 from cdseg.metrics import change_metrics, curve_summary
 from cdseg.models.network import build_network, runtime_problems
 from cdseg.module import ChangeDetectionModule, NonFiniteError
@@ -53,6 +54,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     raise_problems([name_problem(cfg.get("name"), cfg.get("tags", []))])
     check_types(cfg)  # a wrongly typed option is named now, not as a traceback after the sanity check
     raise_problems(run_problems(cfg, list(change_metrics())))
+    _check_optimisation(cfg)
     raise_problems(runtime_problems(cfg.model))
     _quiet_what_is_not_about_the_run()
     L.seed_everything(cfg.seed, workers=True)
@@ -122,6 +124,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         _log_curves(trainer, curves)
         _print_summary(results)
     return results
+
+
+def _check_optimisation(cfg: DictConfig) -> None:
+    """Build the optimiser and the schedule once on a stand-in parameter: their own checks (a negative
+    learning rate, a schedule's bad length) then fail now, naming the group, rather than as a traceback
+    from inside the trainer once the data is loaded."""
+    group = "optimizer"
+    try:
+        optimizer = build(cfg.optimizer)(params=[torch.nn.Parameter(torch.zeros(1))])
+        group = "scheduler"
+        if cfg.get("scheduler"):
+            build(cfg.scheduler)(optimizer=optimizer)
+    except (ValueError, TypeError, ZeroDivisionError) as e:
+        raise ConfigError(f"{group}: {e}") from None
 
 
 def _validate_quietly(trainer: L.Trainer, module: L.LightningModule, datamodule: Any, ckpt: str) -> dict[str, Any]:

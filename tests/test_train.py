@@ -371,6 +371,7 @@ def test_the_summary_keeps_an_override_with_spaces_whole(tmp_path: Path) -> None
             "max_steps=5 is not a multiple of trainer.val_check_interval=2: its last 1 steps",
         ),
         (["model=tiny", "model.base=1"], "model.base must be an integer >= 2, got 1"),
+        (["optimizer.lr=-1"], "optimizer: Invalid learning rate: -1"),
     ],
 )
 def test_options_that_would_fail_late_or_train_wrongly_are_refused_at_once(
