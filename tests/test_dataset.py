@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from cdseg.data import ChangeDetectionDataModule, ChangeDetectionDataset, DatasetError
-from cdseg.data.cache import check_cache_memory
+from cdseg.data.cache import available_bytes, cgroup_headroom, check_cache_memory
 from cdseg.data.datamodule import auto_workers
 from cdseg.data.dataset import find_pairs
 from cdseg.errors import ConfigError
@@ -289,6 +289,35 @@ def test_the_ram_cache_serves_exactly_what_decoding_serves(tiny_data: Path, work
     for pair, decoded in zip(dataset.pairs, dataset.cache, strict=True):
         assert np.array_equal(decoded.a.permute(1, 2, 0).numpy(), np.array(Image.open(pair.a).convert("RGB")))
         assert np.array_equal(decoded.mask[0].numpy(), (np.array(Image.open(pair.label)) > 0).astype(np.uint8))
+
+
+def _files(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+
+
+def test_the_memory_left_counts_every_cgroup_limit_above_the_process(tmp_path: Path) -> None:
+    proc, cgroups = tmp_path / "proc", tmp_path / "cgroup"
+    _files(
+        proc, {"meminfo": "MemTotal: 100000 kB\nMemAvailable: 90000 kB\n", "self/cgroup": "0::/slurm/job_7/step_0\n"}
+    )
+    job = "slurm/job_7/"  # a SLURM job's limit, two levels above the process's own group; none at the root
+    _files(cgroups, {job + "memory.max": "50000000", job + "memory.current": "30000000"})
+    _files(cgroups, {job + "memory.stat": "anon 1\ninactive_file 4000000\n", "memory.max": "max"})
+    assert cgroup_headroom(proc, cgroups) == [24_000_000]
+    assert available_bytes(proc, cgroups) == 24_000_000  # not the machine's 92 MB
+    # cgroup v1, in a container that sees only its own group as the root; "no limit" is a huge number.
+    _files(proc, {"self/cgroup": "5:cpu:/docker/x\n4:memory:/docker/x\n"})
+    v1 = {
+        "memory.limit_in_bytes": "8000000",
+        "memory.usage_in_bytes": "1000000",
+        "memory.stat": "total_inactive_file 0",
+    }
+    _files(cgroups / "memory", v1)
+    assert cgroup_headroom(proc, cgroups) == [7_000_000]
+    _files(cgroups / "memory", {"memory.limit_in_bytes": str(2**63 - 4096)})
+    assert cgroup_headroom(proc, cgroups) == [] and available_bytes(proc, cgroups) == 90000 * 1024
 
 
 def test_a_ram_cache_that_does_not_fit_is_refused_before_decoding(tiny_data: Path, monkeypatch) -> None:

@@ -14,29 +14,56 @@ CACHE_MODES = (None, "ram")
 HEADROOM = 0.8  # the share of available memory the cache may take; training needs the rest
 
 
-def available_bytes() -> int | None:
-    """Memory this process can still take: the kernel's MemAvailable, lowered by a cgroup (container)
-    limit; None where neither can be read."""
+def available_bytes(proc: Path = Path("/proc"), cgroups: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """Memory this process can still take: the kernel's MemAvailable, lowered by every memory limit of
+    the cgroups it runs in (a container's, a SLURM job's, a systemd slice's; v2 and v1); None where
+    nothing can be read."""
     found = []
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in (proc / "meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
                 found.append(int(line.split()[1]) * 1024)
-    except OSError:
-        pass
-    try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        if limit != "max":
-            used = int(Path("/sys/fs/cgroup/memory.current").read_text())
-            # The page cache the kernel can drop (the files just read) is counted as used there.
-            stat = dict(line.split() for line in Path("/sys/fs/cgroup/memory.stat").read_text().splitlines())
-            found.append(int(limit) - used + int(stat.get("inactive_file", 0)))
-    except (OSError, ValueError):
-        pass
+    found += cgroup_headroom(proc, cgroups)
     if not found and hasattr(os, "sysconf"):
         with contextlib.suppress(ValueError, OSError):
             found.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
     return min(found) if found else None
+
+
+# (folder under /sys/fs/cgroup, limit file, usage file, memory.stat key of the page cache the kernel can drop)
+_CGROUP_FILES = {
+    "v2": ("", "memory.max", "memory.current", "inactive_file"),
+    "v1": ("memory", "memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file"),
+}
+
+
+def cgroup_headroom(proc: Path = Path("/proc"), cgroups: Path = Path("/sys/fs/cgroup")) -> list[int]:
+    """Bytes left under each memory limit on the way from this process's cgroup up to the root, as
+    listed in /proc/self/cgroup. Where the group's own folder is not mounted (a container's view), the
+    levels that are, the root included, still count."""
+    try:
+        lines = (proc / "self" / "cgroup").read_text().splitlines()
+    except OSError:
+        lines = ["0::/"]
+    left = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        kind = "v2" if controllers == "" else "v1" if "memory" in controllers.split(",") else None
+        if kind is None:
+            continue
+        sub, limit_file, usage_file, inactive_key = _CGROUP_FILES[kind]
+        root = cgroups / sub
+        folder = root / path.strip("/")
+        for level in [folder, *folder.parents]:
+            with contextlib.suppress(OSError, ValueError):
+                limit = (level / limit_file).read_text().strip()
+                if limit != "max" and int(limit) < 2**60:  # v1 writes "no limit" as a huge number
+                    stat = dict(x.split() for x in (level / "memory.stat").read_text().splitlines())
+                    used = int((level / usage_file).read_text())
+                    left.append(int(limit) - used + int(stat.get(inactive_key, 0)))
+            if level == root:
+                break
+    return left
 
 
 def check_cache_memory(splits: Mapping[str, Sequence[Pair]], copies: int = 1, available: int | None = None) -> str:
