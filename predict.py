@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from cdseg.atomic_write import write_npy, write_png, write_text
 from cdseg.config import require_values
-from cdseg.data.dataset import ChangeDetectionDataset, Pair, find_pairs
+from cdseg.data.dataset import ChangeDetectionDataset, Pair, extensions_problem, find_pairs
 from cdseg.errors import CdsegError, ConfigError, exit_1_on_error
 from cdseg.inference.geo import SceneOptions, check_scenes, predict_scenes
 from cdseg.inference.geo_read import is_georeferenced
@@ -60,6 +60,9 @@ def check_options(cfg: DictConfig) -> None:
         check_tiling(cfg.tile_size, cfg.overlap, cfg.batch_size, cfg.blend)
     except ValueError as e:
         raise PredictError(str(e)) from None
+    wrong = extensions_problem(cfg.extensions, "extensions")
+    if wrong:
+        raise PredictError(wrong)
     if cfg.save_probs not in (False, None, "png", "npy"):
         raise PredictError(f"save_probs must be false, png or npy, got {cfg.save_probs!r}")
     threshold = cfg.threshold

@@ -170,6 +170,31 @@ def test_translucent_rgba_is_refused_opaque_accepted(split: Path) -> None:
         ChangeDetectionDataset(split)
 
 
+def test_an_image_with_a_transparent_colour_is_refused_when_it_uses_it(split: Path) -> None:
+    image = np.full((24, 32, 3), 7, np.uint8)
+    Image.fromarray(image).save(split / "A" / "a.png", transparency=(1, 2, 3))  # a colour no pixel has
+    ChangeDetectionDataset(split)
+    Image.fromarray(image).save(split / "A" / "a.png", transparency=(7, 7, 7))  # every pixel's colour
+    with pytest.raises(DatasetError, match=r"A/a.png: RGB \(with a transparent colour\) image with transparent"):
+        ChangeDetectionDataset(split)
+
+
+@pytest.mark.parametrize("extensions", [["png"], ".png"])
+def test_extensions_without_their_dot_are_refused_naming_the_option(extensions) -> None:
+    with pytest.raises(ConfigError, match="data.extensions must be a list of suffixes with their dot"):
+        ChangeDetectionDataModule(root="x", extensions=extensions)
+
+
+def test_an_evaluation_split_smaller_than_the_world_is_refused(tiny_data: Path) -> None:
+    from types import SimpleNamespace
+
+    dm = ChangeDetectionDataModule(root=str(tiny_data))
+    dm.setup("fit")
+    dm.trainer = SimpleNamespace(global_rank=0, world_size=16)  # 8 val pairs over 16 processes
+    with pytest.raises(DatasetError, match=r"val: 8 pair\(s\) to evaluate over 16 processes"):
+        dm.val_dataloader()
+
+
 def test_grayscale_image_becomes_three_bands(split: Path) -> None:
     write(split / "A" / "a.png", np.full((24, 32), 7, np.uint8))
     assert ChangeDetectionDataset(split)[0]["A"].shape == (3, 24, 32)

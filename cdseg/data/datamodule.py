@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 from cdseg.config import int_problem, raise_problems
 from cdseg.data.cache import CACHE_MODES, check_cache_memory
-from cdseg.data.dataset import DEFAULT_EXTENSIONS, ChangeDetectionDataset, DatasetError, find_pairs
+from cdseg.data.dataset import DEFAULT_EXTENSIONS, ChangeDetectionDataset, DatasetError, extensions_problem, find_pairs
 from cdseg.data.device_augment import DeviceAugment, batch_generator
 from cdseg.data.duplicates import duplicate_pairs
 from cdseg.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, eval_transform, mean_std_problem, resize_problem
@@ -88,6 +88,7 @@ class ChangeDetectionDataModule(L.LightningDataModule):
             int_problem("data.eval_batch_size", eval_batch_size, optional=True),
             resize_problem(resize),
             mean_std_problem(mean, std),
+            extensions_problem(extensions),
             None if cache in CACHE_MODES else f"data.cache must be null or ram, got {cache!r}",
             None if augment_on in ("host", "device") else f"data.augment_on must be host or device, got {augment_on!r}",
         ]
@@ -211,6 +212,11 @@ class ChangeDetectionDataModule(L.LightningDataModule):
         # The datamodule distributes samples itself (trainer use_distributed_sampler: false), so
         # that evaluation splits are never padded with duplicates.
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        if not train and len(dataset) < world:  # a rank without a sample would never join the metrics' sync
+            raise DatasetError(
+                f"{dataset.split_dir}: {len(dataset)} pair(s) to evaluate over {world} processes; every process needs "
+                "at least one (evaluation is never padded with repeats, so that its scores are exact)"
+            )
         return SeededSampler(len(dataset), shuffle=train, seed=self.seed, rank=rank, world_size=world, pad=train)
 
     def _loader(self, dataset: ChangeDetectionDataset, batch_size: int, sampler: SeededSampler) -> DataLoader:

@@ -83,10 +83,10 @@ def _read(path: Path) -> Image.Image:
     return img
 
 
-def _opaque(path: Path, img: Image.Image, alpha: np.ndarray, what: str) -> None:
+def _opaque(path: Path, mode: str, alpha: np.ndarray, what: str) -> None:
     if alpha.min() < 255:
         raise DatasetError(
-            f"{path}: {img.mode} {what} with transparent pixels (alpha min {alpha.min()}); expected an opaque "
+            f"{path}: {mode} {what} with transparent pixels (alpha min {alpha.min()}); expected an opaque "
             f"{what}, so masked areas are not silently read as data"
         )
 
@@ -94,10 +94,13 @@ def _opaque(path: Path, img: Image.Image, alpha: np.ndarray, what: str) -> None:
 def load_image(path: Path) -> np.ndarray:
     """Read an image as (H, W, 3) uint8 RGB, following the pixel rules above."""
     img = _read(path)
+    mode = img.mode
+    if mode in ("RGB", "L", "P") and "transparency" in img.info:  # a transparent colour (PNG's tRNS)
+        img, mode = img.convert("LA" if mode == "L" else "RGBA"), f"{mode} (with a transparent colour)"
     if img.mode in ("RGB", "L", "P"):
         return np.array(img.convert("RGB"))
     if img.mode in ("RGBA", "LA"):
-        _opaque(path, img, np.asarray(img.getchannel("A")), "image")
+        _opaque(path, mode, np.asarray(img.getchannel("A")), "image")
         return np.array(img.convert("RGB"))
     raise DatasetError(
         f"{path}: unsupported image mode {img.mode!r}; expected 8-bit RGB, grayscale or palette "
@@ -109,7 +112,7 @@ def _label_array(path: Path) -> np.ndarray:
     img = _read(path)
     arr = np.asarray(img)  # a palette label is read by index, whatever colours its palette shows
     if img.mode in ("LA", "PA", "RGBA"):
-        _opaque(path, img, arr[..., -1], "label")
+        _opaque(path, img.mode, arr[..., -1], "label")
         arr = arr[..., :-1]
     if arr.ndim == 3:
         if not (arr == arr[..., :1]).all():
@@ -141,6 +144,13 @@ def load_label(path: Path, check: bool = True) -> np.ndarray:
     if check:
         _check_label_values(path, arr, _values(arr))
     return arr > 0
+
+
+def extensions_problem(extensions: object, key: str = "data.extensions") -> str | None:
+    """What is wrong with a list of file suffixes (None when nothing): each a string with its dot."""
+    if isinstance(extensions, str) or not all(isinstance(e, str) and e.startswith(".") for e in extensions or [None]):
+        return f"{key} must be a list of suffixes with their dot, such as [.png, .tif], got {extensions!r}"
+    return None
 
 
 def scan_split(
