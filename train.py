@@ -81,6 +81,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     loggers = [build(c) for c in (cfg.get("logger") or {}).values()]
     # Checkpoints are written atomically and loaded without running code from them.
     trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[SafeCheckpointIO()])
+    _refuse_a_local_sweep_of_ddp(trainer)
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
 
@@ -227,39 +228,36 @@ def _print_summary(results: dict[str, Any]) -> None:
     print("\n".join(lines))
 
 
-def _local_sweep_of_ddp(cfg: DictConfig) -> str | None:
-    """Why a ``-m`` sweep cannot run DDP jobs in this process's launcher (None when it can): Lightning
-    starts the extra ranks by running the command line again, ``-m`` included, so each would run a
-    sweep of its own."""
-    hydra_cfg = HydraConfig.get()
-    trainer = cfg.trainer
-    strategy = str(trainer.get("strategy", "auto"))
-    devices, nodes = trainer.get("devices", 1), trainer.get("num_nodes", 1)
-    several = nodes != 1 or devices == -1 or (isinstance(devices, int) and devices > 1) or isinstance(devices, list)
-    local = str(hydra_cfg.launcher.get("_target_", "")).endswith("BasicLauncher")
-    if hydra_cfg.mode != RunMode.MULTIRUN or not local or not several or not strategy.startswith("ddp"):
-        return None
-    if "spawn" in strategy or "fork" in strategy:  # these start their ranks without the command line
-        return None
-    return (
-        f"a -m sweep with trainer.strategy={strategy} on {devices} devices: Lightning would start each extra rank by "
-        "running this command line again, -m included, and every rank would run a sweep of its own. Run each "
-        "job without -m, or submit the sweep with a cluster launcher (hydra/launcher=submitit_slurm)"
-    )
+class LocalSweepOfDDP(ConfigError):
+    """A ``-m`` sweep whose jobs Lightning would run as DDP by re-running the command line: each extra
+    rank would run a sweep of its own. The whole sweep stops at once."""
+
+
+def _refuse_a_local_sweep_of_ddp(trainer: L.Trainer) -> None:
+    """Lightning's subprocess launcher starts the extra ranks by running this command line again, ``-m``
+    included; under Hydra's basic launcher every rank would then run the whole sweep."""
+    relaunches = type(getattr(trainer.strategy, "launcher", None)).__name__ == "_SubprocessScriptLauncher"
+    if not (relaunches and HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN):
+        return
+    if str(HydraConfig.get().launcher.get("_target_", "")).endswith("BasicLauncher"):
+        raise LocalSweepOfDDP(
+            f"a -m sweep of DDP jobs ({trainer.world_size} processes each): Lightning would start each extra rank "
+            "by running this command line again, -m included, and every rank would run a sweep of its own. Run "
+            "each job without -m, or submit the sweep with a cluster launcher (hydra/launcher=submitit_slurm)"
+        )
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    refused = _local_sweep_of_ddp(cfg)
-    if refused:
-        print(f"error: {refused}", file=sys.stderr)
-        raise SystemExit(1)
     # Everything the run says, on the console and in its folder's <job>.log (appended by each command).
     with tee_console(Path(cfg.paths.output_dir) / f"{HydraConfig.get().job.name}.log"):
         try:
             with exit_on_stop_signal():  # Ctrl-C or SIGTERM: exit 130 or 143 with the resume command
                 results = train(cfg)
         except Exception as e:
+            if isinstance(e, LocalSweepOfDDP):  # every job would fail alike: the sweep stops here
+                print(f"error: {e}", file=sys.stderr)
+                raise SystemExit(1) from None
             sweep = HydraConfig.get().mode == RunMode.MULTIRUN
             if sweep:  # the job is listed as failed in the sweep summary; the other jobs go on
                 RunFolder(cfg.paths.output_dir).write_failure(f"{type(e).__name__}: {e}")

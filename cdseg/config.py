@@ -119,21 +119,19 @@ def run_problems(cfg: DictConfig, scores: Sequence[str]) -> list[str | None]:
                 else ""
             )
             problems.append(f"scheduler.T_max (epochs of the cosine) must be an integer >= 1, got {t_max!r}{hint}")
+    # Validating by steps, Lightning counts training batches: max_steps optimizer steps are
+    # max_steps x accumulate_grad_batches of them.
     interval, steps = trainer.get("val_check_interval"), trainer.get("max_steps", -1)
-    if (
-        trainer.get("check_val_every_n_epoch", 1) is None
-        and isinstance(interval, int)
-        and not isinstance(interval, bool)
-        and interval > 0
-        and isinstance(steps, int)
-        and steps > 0
-        and steps % interval
-    ):
-        problems.append(
-            f"trainer.max_steps={steps} is not a multiple of trainer.val_check_interval={interval}: its last "
-            f"{steps % interval} steps would be neither validated nor checkpointed (and a resume would train them "
-            "again); make it a multiple"
-        )
+    accumulate = trainer.get("accumulate_grad_batches", 1)
+    numbers = all(isinstance(v, int) and not isinstance(v, bool) for v in (interval, steps, accumulate))
+    if trainer.get("check_val_every_n_epoch", 1) is None and numbers and interval > 0 and steps > 0:
+        left = steps * accumulate % interval
+        if left:
+            problems.append(
+                f"trainer.max_steps={steps} (x accumulate_grad_batches={accumulate}: {steps * accumulate} batches) "
+                f"does not end on a validation (trainer.val_check_interval={interval} batches): its last {left} "
+                "batches would be neither validated nor checkpointed, and a resume would train them again"
+            )
     return problems
 
 

@@ -24,6 +24,7 @@ def test_ddp_metrics_equal_single_process_on_7_images(tmp_path: Path) -> None:
     data = tmp_path / "data"
     generate(data, SyntheticSpec(size=48, train=8, val=7, test=7, seed=3))
     args = [*tiny_overrides(data, tmp_path / "run"), "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
+    args += [f"paths.runs_dir={tmp_path}"]  # Hydra's own folder too, not under the project's outputs/
     args += ["data.eval_batch_size=2", "model.base=8", "trainer.max_epochs=2", "callbacks.progress_bar.refresh_rate=0"]
     proc = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True, timeout=600, cwd=ROOT
@@ -53,6 +54,7 @@ def test_ddp_ranks_stop_at_the_same_step_when_one_is_interrupted(tmp_path: Path)
     data = tmp_path / "data"
     generate(data, SyntheticSpec(size=48, train=48, val=4, test=0, seed=3))  # 3 steps an epoch
     args = [*tiny_overrides(data, tmp_path / "run"), "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
+    args += [f"paths.runs_dir={tmp_path}"]  # Hydra's own folder too, not under the project's outputs/
     args += ["trainer.max_epochs=2", "callbacks.progress_bar.refresh_rate=0"]
     args += [
         "+callbacks.kill._target_=tests.test_reliability.SignalAt",
@@ -83,5 +85,5 @@ def test_a_local_sweep_of_ddp_jobs_is_refused_at_once(tiny_data: Path, tmp_path:
     cmd += [f"paths.runs_dir={tmp_path}", "trainer=ddp", "model.base=4,8"]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stderr[-2000:]
-    assert "error: a -m sweep with trainer.strategy=ddp on 2 devices" in proc.stderr
+    assert "error: a -m sweep of DDP jobs (2 processes each)" in proc.stderr
     assert not list(tmp_path.glob("**/*.ckpt"))

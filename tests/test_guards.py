@@ -47,6 +47,7 @@ def test_cli_exits_non_zero_on_nan(tiny_data: Path, tmp_path: Path) -> None:
             str(ROOT / "train.py"),
             *tiny_overrides(tiny_data, tmp_path / "run"),
             "loss._target_=tests.test_guards.NaNAtStep",
+            f"paths.runs_dir={tmp_path}",
         ],
         capture_output=True,
         text=True,

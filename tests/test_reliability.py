@@ -328,7 +328,7 @@ def test_interrupted_cli_run_exits_non_zero_naming_the_resume_command(
     # to the main process rather than die under it.
     kill = ["+callbacks.kill._target_=tests.test_reliability.SignalAt", "+callbacks.kill.step=1"]
     kill += [f"+callbacks.kill.signum={signum}", "+callbacks.kill.group=true", "data.num_workers=2"]
-    args = [*tiny_overrides(tiny_data, tmp_path / "run"), "trainer.max_epochs=3", *kill]
+    args = [*tiny_overrides(tiny_data, tmp_path / "run"), "trainer.max_epochs=3", *kill, f"paths.runs_dir={tmp_path}"]
     proc = subprocess.run(  # a session of its own, so the signal does not reach pytest
         [sys.executable, str(ROOT / "train.py"), *args],
         capture_output=True,
@@ -356,7 +356,7 @@ def test_sigterm_outside_training_exits_143_not_0(tiny_data: Path, tmp_path: Pat
     # no code, which would read as success to a job scheduler).
     kill = ["+callbacks.kill._target_=tests.test_reliability.SignalAt", "+callbacks.kill.when=test"]
     kill += [f"+callbacks.kill.signum={signal.SIGTERM}", "+callbacks.kill.step=3", "data.eval_batch_size=2"]
-    args = [*tiny_overrides(tiny_data, tmp_path / "run"), *kill]
+    args = [*tiny_overrides(tiny_data, tmp_path / "run"), *kill, f"paths.runs_dir={tmp_path}"]
     proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-3000:]
     assert "terminated (SIGTERM) outside training" in proc.stderr

@@ -97,6 +97,8 @@ class ChangeDetectionDataModule(L.LightningDataModule):
         except (ConfigError, TypeError) as e:  # a wrongly typed or an unknown augmentation option
             problems.append(str(e))
         raise_problems(problems)
+        if (mean is None) != (std is None):
+            rank_zero_warn(f"data.mean={mean}, data.std={std}: one is null, so images are not normalised at all")
         self.root = Path(root)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
@@ -173,6 +175,14 @@ class ChangeDetectionDataModule(L.LightningDataModule):
         for split in needed:
             if split in ("train", "val") or self.has_split(split):
                 self._dataset(split)
+        world = self.trainer.world_size if self.trainer is not None else 1
+        for split in ("val", "test"):  # a rank without a sample would never join the metrics' sync
+            dataset = self.datasets.get(split)
+            if split in needed and dataset is not None and len(dataset) < world:
+                raise DatasetError(
+                    f"{dataset.split_dir}: {len(dataset)} pair(s) to evaluate over {world} processes; every process "
+                    "needs at least one (evaluation is never padded with repeats, so that its scores are exact)"
+                )
         if stage == "fit":
             self._check_duplicates()
 
@@ -212,11 +222,6 @@ class ChangeDetectionDataModule(L.LightningDataModule):
         # The datamodule distributes samples itself (trainer use_distributed_sampler: false), so
         # that evaluation splits are never padded with duplicates.
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        if not train and len(dataset) < world:  # a rank without a sample would never join the metrics' sync
-            raise DatasetError(
-                f"{dataset.split_dir}: {len(dataset)} pair(s) to evaluate over {world} processes; every process needs "
-                "at least one (evaluation is never padded with repeats, so that its scores are exact)"
-            )
         return SeededSampler(len(dataset), shuffle=train, seed=self.seed, rank=rank, world_size=world, pad=train)
 
     def _loader(self, dataset: ChangeDetectionDataset, batch_size: int, sampler: SeededSampler) -> DataLoader:

@@ -58,10 +58,11 @@ def _stored_bits(img: Image.Image) -> int:
     if img.mode not in ("RGB", "RGBA", "LA", "L", "P"):
         return 8  # I;16, I and F keep their values: refused as images, read exactly as labels
     raw = img.tile[0][3] if img.tile else ""
-    raw = raw[0] if isinstance(raw, tuple) else raw
+    bands, _, depth = str(raw[0] if isinstance(raw, tuple) else raw).partition(";")
     bits = getattr(img, "tag_v2", {}).get(258, 8)
     bits = max(bits) if isinstance(bits, tuple) else bits
-    return 16 if ";16" in str(raw) else int(bits)
+    # "RGB;16B" is 16 bits a band; a BMP's "BGR;16" is 16 bits a pixel (5-6-5), expanded to full bytes.
+    return 16 if bands in ("RGB", "RGBA", "RGBX", "LA", "L") and depth.startswith("16") else int(bits)
 
 
 def _read(path: Path) -> Image.Image:
@@ -111,9 +112,8 @@ def load_image(path: Path) -> np.ndarray:
 def _label_array(path: Path) -> np.ndarray:
     img = _read(path)
     arr = np.asarray(img)  # a palette label is read by index, whatever colours its palette shows
-    if img.mode in ("LA", "PA", "RGBA"):
-        _opaque(path, img.mode, arr[..., -1], "label")
-        arr = arr[..., :-1]
+    if img.mode in ("LA", "PA", "RGBA"):  # GIS exports draw labels on a transparent background
+        arr = np.where(arr[..., -1:] == 0, 0, arr[..., :-1])  # a transparent pixel is unchanged
     if arr.ndim == 3:
         if not (arr == arr[..., :1]).all():
             raise DatasetError(f"{path}: colour label (its RGB bands differ); expected a single-band mask")
