@@ -187,7 +187,8 @@ def load_predictor(cfg: DictConfig) -> tuple[Predictor, float]:
         if "threshold" in predictor.config
         else "the default"
     )
-    print(f"checkpoint: {predictor.config['checkpoint_file']}; threshold {threshold:g} ({source})", file=sys.stderr)
+    what = "model file" if cfg.model_file else "checkpoint"
+    print(f"{what}: {predictor.config['checkpoint_file']}; threshold {threshold:g} ({source})", file=sys.stderr)
     return predictor, threshold
 
 

@@ -11,6 +11,7 @@ checkpoints (best on val/F1 and last) and metrics.json with the best validation 
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 import time
 import traceback
@@ -78,6 +79,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         callbacks.append(RecordOverrides(HydraConfig.get().overrides.task))
     if cfg.get("extend_schedule"):
         callbacks.append(ExtendSchedule())
+    callbacks.append(EndOnAValidation())
     loggers = [build(c) for c in (cfg.get("logger") or {}).values()]
     # Checkpoints are written atomically and loaded without running code from them.
     trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[SafeCheckpointIO()])
@@ -127,10 +129,52 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return results
 
 
+class EndOnAValidation(L.Callback):
+    """Validating every N training batches (``check_val_every_n_epoch: null``), checkpoints are written
+    only at validations: a run must end on one, or its last batches are neither validated nor saved,
+    and a run shorter than N keeps nothing at all. Checked once the length of an epoch is known."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        interval = trainer.val_check_interval
+        if (
+            trainer.check_val_every_n_epoch is not None
+            or not isinstance(interval, int)
+            or not trainer.limit_val_batches
+        ):
+            return
+        lengths = {}
+        if trainer.max_steps > 0:
+            lengths[trainer.max_steps * trainer.accumulate_grad_batches] = f"trainer.max_steps={trainer.max_steps}"
+        if trainer.max_epochs and trainer.max_epochs > 0 and trainer.num_training_batches != float("inf"):
+            epochs = trainer.max_epochs * int(trainer.num_training_batches)
+            lengths[epochs] = (
+                f"trainer.max_epochs={trainer.max_epochs} x {trainer.num_training_batches} batches an epoch"
+            )
+        if not lengths:
+            return
+        end = min(lengths)
+        if end % interval:
+            lost = (
+                "it would never validate, so it would keep no checkpoint"
+                if end < interval
+                else f"its last {end % interval} batches would be neither validated nor checkpointed"
+            )
+            raise ConfigError(
+                f"validation runs every {interval} training batches (trainer.val_check_interval), but this run is "
+                f"{end} batches long ({lengths[end]}): {lost}. Make the run's length a multiple of the interval"
+            )
+
+
 def _check_optimisation(cfg: DictConfig) -> None:
-    """Build the optimiser and the schedule once on a stand-in parameter: their own checks (a negative
+    """A GPU asked for where there is none; then build the optimiser and the schedule once on a stand-in parameter: their own checks (a negative
     learning rate, a schedule's bad length) then fail now, naming the group, rather than as a traceback
     from inside the trainer once the data is loaded."""
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda") and not (torch.cuda.is_available() or torch.backends.mps.is_available()):
+        raise ConfigError(
+            f"trainer.accelerator={accelerator} (trainer=gpu) needs a GPU, and this machine has none that PyTorch "
+            "sees; use trainer=cpu, or leave trainer.accelerator=auto"
+        )
     group = "optimizer"
     try:
         optimizer = build(cfg.optimizer)(params=[torch.nn.Parameter(torch.zeros(1))])
@@ -222,6 +266,7 @@ def _log_hparams(trainer: L.Trainer, cfg: DictConfig, results: dict[str, Any]) -
 
 def _print_summary(results: dict[str, Any]) -> None:
     lines = ["", f"run folder: {results['output_dir']}", f"best checkpoint: {results['best_checkpoint'] or '-'}"]
+    lines.append(f"threshold: {results['threshold']:g}")
     for stage in ("val", "test"):
         if results[stage]:
             lines.append(score_line(stage, results[stage]))
@@ -247,6 +292,19 @@ def _refuse_a_local_sweep_of_ddp(trainer: L.Trainer) -> None:
         )
 
 
+def _clean_up_a_refusal(cfg: DictConfig) -> None:
+    """A run refused at start leaves no folder (a resume whose checkpoint is not found included); a
+    refused resume of a run leaves no Hydra record of this command beside the run's own."""
+    run = RunFolder(cfg.paths.output_dir)
+    if run.remove_if_refused(cfg.paths.runs_dir, since=_STARTED) or not cfg.get("ckpt_path"):
+        return
+    if any(p.stat().st_mtime >= _STARTED for p in run.checkpoints.glob("*.ckpt")):
+        return  # it trained before it failed: the record of its command stays
+    subdir = str(HydraConfig.get().output_subdir or "")
+    if subdir.startswith(".hydra/resume-"):
+        shutil.rmtree(run.path / subdir, ignore_errors=True)
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     # Everything the run says, on the console and in its folder's <job>.log (appended by each command).
@@ -257,6 +315,7 @@ def main(cfg: DictConfig) -> float | None:
         except Exception as e:
             if isinstance(e, LocalSweepOfDDP):  # every job would fail alike: the sweep stops here
                 print(f"error: {e}", file=sys.stderr)
+                _clean_up_a_refusal(cfg)
                 raise SystemExit(1) from None
             sweep = HydraConfig.get().mode == RunMode.MULTIRUN
             if sweep:  # the job is listed as failed in the sweep summary; the other jobs go on
@@ -269,8 +328,8 @@ def main(cfg: DictConfig) -> float | None:
             print(f"error: {e}", file=sys.stderr)
             if sweep:
                 return None
-            if cfg.get("ckpt_path") is None and not isinstance(e, NonFiniteError):  # refused at start: no folder
-                RunFolder(cfg.paths.output_dir).remove_if_refused(cfg.paths.runs_dir, since=_STARTED)
+            if not isinstance(e, NonFiniteError):  # what stopped a run before it trained leaves nothing behind
+                _clean_up_a_refusal(cfg)
             raise SystemExit(1) from None
     return results["val"].get(cfg.optimized_metric)
 

@@ -110,8 +110,9 @@ def curve_summary(curve: BinaryPrecisionRecallCurve) -> dict[str, Any]:
     closed_recall = torch.cat([recall, recall.new_zeros(1)])
     ap = float(torch.sum((closed_recall[:-1] - closed_recall[1:]) * precision))
     # The metrics count a pixel as changed when its probability is above the threshold, the curve at
-    # or above it: the last threshold (1) would select nothing there, so it is never chosen.
-    best = int(torch.argmax(f1[:-1]))
+    # or above it: the last threshold (1) would select nothing there, and the first (0) every pixel,
+    # which is no detector at all (an undertrained model's F1 can peak there): neither is chosen.
+    best = 1 + int(torch.argmax(f1[1:-1]))
     thresholds = curve.thresholds.double()
     return {
         "thresholds": thresholds.tolist(),

@@ -1,8 +1,8 @@
 """Makes docs/geo-polygons.png: a LEVIR-CD tile as a GeoTIFF pair, predicted by predict.py's scene
 path, its changes.geojson polygons drawn over image B.
 
-    python docs/geo-polygons.py --ckpt outputs/model-card/recipe-pw3-2 \
-        --tile /work/shared/data/levir-cd-samples/tiles-1024/test --name test_4
+    python docs/geo-polygons.py --ckpt <run folder or checkpoint> \
+        [--tile ../shared/data/levir-cd-samples/tiles-1024/test] [--name test_4]
 
 LEVIR-CD tiles carry no georeferencing; they are given 0.5 m pixels (LEVIR's resolution) on
 UTM zone 14N (EPSG:32614), near Austin, Texas, where many LEVIR scenes lie.
@@ -67,8 +67,10 @@ def draw(b: Path, geojson: Path, side: int) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ckpt", default="outputs/model-card/recipe-pw3-2")
-    parser.add_argument("--tile", type=Path, default=Path("/work/shared/data/levir-cd-samples/tiles-1024/test"))
+    parser.add_argument("--ckpt", required=True, help="a run folder or checkpoint, as predict.py's ckpt_path")
+    parser.add_argument(
+        "--tile", type=Path, default=ROOT.parent / "shared" / "data" / "levir-cd-samples" / "tiles-1024" / "test"
+    )
     parser.add_argument("--name", default="test_4")
     parser.add_argument("--work", type=Path, default=Path("/tmp/geo-polygons"))
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "geo-polygons.png")
@@ -80,7 +82,8 @@ def main() -> None:
         "overwrite=true", "geo.block_size=512", "geo.min_area=20", "geo.geojson_crs=native",
     ]  # fmt: skip
     print(" ".join(command[1:]))
-    subprocess.run(command, cwd=ROOT, check=True)
+    if subprocess.run(command, cwd=ROOT).returncode:
+        raise SystemExit(1)  # predict.py has said why
     image = draw(b, args.work / "out" / "changes.geojson", side=640)
     # A 256-colour palette keeps an aerial photo of this size near 200 KB as PNG.
     Image.fromarray(image).quantize(256, method=Image.Quantize.FASTOCTREE).save(args.out, optimize=True)

@@ -45,6 +45,10 @@ def test_the_curve_summary_picks_the_f1_optimal_threshold() -> None:
     summary = curve_summary(curve)
     assert summary["best_threshold"] == pytest.approx(0.3, abs=0.005) and summary["best_F1"] == 1.0
     assert summary["AP"] == pytest.approx(1.0, abs=1e-3)
+    # Every pixel changed: F1 peaks at threshold 0, which marks every pixel; the lowest real one is chosen.
+    everything = pr_curve()
+    everything.update(probs, torch.ones_like(probs).long())
+    assert curve_summary(everything)["best_threshold"] == pytest.approx(0.005)
     # Probabilities saturated at exactly 1 still count: the curve closes at recall 0, as torchmetrics'.
     saturated, target = (
         torch.sigmoid(torch.tensor([20.0, 18, -20, -30, -5, -3])).view(1, 1, 1, -1),

@@ -16,6 +16,17 @@ def test_usable_dataset_reports_and_exits_0(tiny_data: Path, capsys) -> None:
     assert "changed pixels:" in out and "suggested loss.pos_weight:" in out and out.rstrip().endswith("usable")
 
 
+def test_mixed_sizes_are_usable_with_a_note_on_what_training_needs(tiny_data: Path, tmp_path: Path, capsys) -> None:
+    root = tmp_path / "data"
+    shutil.copytree(tiny_data, root)
+    for sub in ("A", "B", "label"):
+        image = Image.open(root / "val" / sub / "val_0000.png")
+        image.crop((0, 0, 40, 40)).save(root / "val" / sub / "val_0000.png")
+    assert main([str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "sizes: 48x48 (7), 40x40 (1)" in out and "note: sizes differ" in out and "data.eval_batch_size=1" in out
+
+
 def test_every_problem_is_listed_and_exit_is_1(tiny_data: Path, tmp_path: Path, capsys) -> None:
     root = tmp_path / "data"
     shutil.copytree(tiny_data, root)

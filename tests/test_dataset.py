@@ -215,12 +215,16 @@ def test_empty_split_and_missing_folder(tmp_path: Path) -> None:
         ChangeDetectionDataset(tmp_path / "val")
 
 
-def test_all_problems_are_listed_at_once(split: Path) -> None:
+def test_all_problems_are_listed_at_once(tmp_path: Path) -> None:
+    split = make_split(tmp_path / "train", names=("a.png", "b.png", "c.png"))
     (split / "A" / "a.png").unlink()
     (split / "B" / "b.png").unlink()
-    with pytest.raises(DatasetError, match=r"2 problem\(s\)") as err:
+    (split / "A" / "notes.txt").write_text("x")
+    (split / "label" / "c.png").write_bytes((split / "label" / "c.png").read_bytes()[:60])  # truncated
+    with pytest.raises(DatasetError, match=r"4 problem\(s\)") as err:
         ChangeDetectionDataset(split)
-    assert "a.png" in str(err.value) and "b.png" in str(err.value)
+    for named in ("a.png: in B/label but missing from A", "b.png", "notes.txt", "label/c.png: unreadable image"):
+        assert named in str(err.value)
 
 
 def test_folder_names_and_extensions_are_configurable(tmp_path: Path) -> None:

@@ -519,3 +519,22 @@ def test_runs_started_in_the_same_second_get_folders_of_their_own(tmp_path: Path
     monkeypatch.setattr(folder, "_CLAIMED", {})  # a second process, in the same second
     second = folder.claim_new_folder(path)
     assert (first, second) == (path, f"{path}-2") and Path(second).is_dir()
+
+
+def test_a_refused_resume_leaves_nothing_behind(tiny_data: Path, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, str(ROOT / "train.py"), f"paths.runs_dir={runs}", *args]
+        return subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+
+    missing = cli(f"ckpt_path={runs / '2026-01-01' / '12-00-00'}")
+    assert missing.returncode == 1 and "nothing to resume from" in missing.stderr
+    assert not list(runs.glob("*/*"))  # no new run folder for a resume that found nothing
+    overrides = [o for o in tiny_overrides(tiny_data, tmp_path / "unused") if not o.startswith("paths.")]
+    assert cli(*overrides).returncode == 0
+    (run,) = runs.glob("*/*")
+    record = sorted(p.name for p in (run / ".hydra").iterdir())
+    longer = cli(f"ckpt_path={run}", "trainer.max_epochs=3")  # a longer cosine without extend_schedule
+    assert longer.returncode == 1 and "extend_schedule=true" in longer.stderr
+    assert sorted(p.name for p in (run / ".hydra").iterdir()) == record  # no resume-<time>/ of the refusal

@@ -254,6 +254,20 @@ def test_tiny_run_beats_the_classical_baseline(tmp_path: Path) -> None:
     assert f1 > base + 0.15
 
 
+def test_the_documented_distributed_options_compose() -> None:
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=["trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2", "trainer.sync_batchnorm=true"],
+        )
+    assert (cfg.trainer.strategy, cfg.trainer.devices, cfg.trainer.num_nodes, cfg.trainer.sync_batchnorm) == (
+        "ddp",
+        4,
+        2,
+        True,
+    )
+
+
 @pytest.mark.parametrize("data", ["synthetic", "levir"])
 def test_every_documented_data_option_can_be_overridden(data: str) -> None:
     overrides = [
@@ -346,6 +360,7 @@ def test_the_summary_keeps_an_override_with_spaces_whole(tmp_path: Path) -> None
     assert failed == 0 and "overrides of every job: model.base=8 seed=0" in text
     assert "| 1 | data.color_jitter={brightness: 0.3} | 0.3000 |" in text
     assert "best job by val/F1 (max): 1, val/F1 0.3000" in text
+    assert "| 0.3000 (one run) |" in text and "± 0.0000" not in text  # one run a setting: no spread to give
     rows = list(csv.DictReader((tmp_path / "summary.csv").read_text().splitlines()))
     assert (
         rows[0]["overrides"] == "model.base=8 data.color_jitter={brightness: 0.2} seed=0"
@@ -382,3 +397,26 @@ def test_options_that_would_fail_late_or_train_wrongly_are_refused_at_once(
     with pytest.raises(ConfigError, match=message):
         train(make_cfg(*overrides))
     assert not list((tmp_path / "run").glob("**/*.ckpt"))
+
+
+def test_a_run_that_would_not_end_on_a_validation_is_refused_once_its_epochs_are_known(
+    make_cfg, tmp_path: Path
+) -> None:
+    from cdseg.errors import ConfigError
+
+    by_steps = ["+trainer.check_val_every_n_epoch=null", "+trainer.val_check_interval=5", "trainer.max_epochs=1"]
+    with pytest.raises(
+        ConfigError, match=r"is 3 batches long \(trainer.max_epochs=1 x 3 batches an epoch\): it would never"
+    ):
+        train(make_cfg(*by_steps))  # 24 pairs at batch 8: 3 batches, never reaching validation's 5
+    assert not list((tmp_path / "run").glob("**/*.ckpt"))
+    results = train(make_cfg(*by_steps, "trainer.max_epochs=5"))  # 15 batches: validated at 5, 10 and 15
+    assert Path(results["best_checkpoint"]).is_file()
+
+
+@pytest.mark.skipif(torch.cuda.is_available() or torch.backends.mps.is_available(), reason="this machine has a GPU")
+def test_trainer_gpu_without_a_gpu_is_refused_saying_so(make_cfg) -> None:
+    from cdseg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"trainer.accelerator=gpu \(trainer=gpu\) needs a GPU"):
+        train(make_cfg("trainer=gpu", "trainer.accelerator=gpu"))

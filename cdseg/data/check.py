@@ -41,6 +41,11 @@ class SplitReport:
         out = [f"{self.name}: {self.pairs} pair(s)"]
         if self.sizes:
             out.append("  sizes: " + ", ".join(f"{w}x{h} ({n})" for (h, w), n in self.sizes.most_common()))
+        if len(self.sizes) > 1:  # usable, but not as it is in one batch: what training will ask for
+            out.append(
+                "  note: sizes differ, so pairs cannot share a batch as they are: train with a data.crop_size no "
+                "larger than the smallest (validation and test then need data.eval_batch_size=1), or data.resize"
+            )
         if self.label_values:
             sets = ", ".join(f"{{{', '.join(map(str, v))}}} ({n})" for v, n in self.label_values.most_common())
             out.append(f"  label values: {sets}")

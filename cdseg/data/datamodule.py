@@ -226,7 +226,10 @@ class ChangeDetectionDataModule(L.LightningDataModule):
 
     def _loader(self, dataset: ChangeDetectionDataset, batch_size: int, sampler: SeededSampler) -> DataLoader:
         init = partial(_worker_init, rank=sampler.rank) if self.loader_args["num_workers"] else None
-        return DataLoader(dataset, batch_size, sampler=sampler, worker_init_fn=init, **self.loader_args)
+        args = dict(self.loader_args)
+        on = self.trainer.strategy.root_device.type if self.trainer is not None else "cpu"
+        args["pin_memory"] = args["pin_memory"] and on == "cuda"  # pinned pages only help a copy to a GPU
+        return DataLoader(dataset, batch_size, sampler=sampler, worker_init_fn=init, **args)
 
     def train_dataloader(self) -> DataLoader:
         dataset = self._dataset("train")

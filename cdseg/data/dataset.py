@@ -290,11 +290,14 @@ def validate_split(pairs: Sequence[Pair], workers: int = 4) -> list[tuple[int, i
     return [i.size for i in _validated(pairs, workers)]
 
 
-def _validated(pairs: Sequence[Pair], workers: int = 4, keep: bool = False) -> list[PairInfo]:
+def _validated(
+    pairs: Sequence[Pair], workers: int = 4, keep: bool = False, file_set: Sequence[str] = ()
+) -> list[PairInfo]:
+    """Every pair inspected; one error listing the ``file_set``'s problems and every bad pair."""
     infos = inspect_pairs(pairs, workers, keep)
-    problems = [i.problem for i in infos if i.problem]
+    problems = [*file_set, *(i.problem for i in infos if i.problem)]
     if problems:
-        raise DatasetError(_problem_list(f"{len(problems)} bad pair(s):", problems))
+        raise DatasetError(_problem_list(f"{len(problems)} problem(s):", problems))
     return infos
 
 
@@ -345,12 +348,18 @@ class ChangeDetectionDataset(Dataset):
         validate: bool = True,
         cache: bool = False,
     ) -> None:
+        file_set: list[str] = []
         if isinstance(source, (str, Path)):
             self.split_dir: Path | None = Path(source)
-            self.pairs = find_pairs(source, dirs, extensions, require_label)
+            # The file set's problems and the bad files, named together (find_pairs alone when the
+            # pairs are not inspected, or when there are none to inspect).
+            if validate or cache:
+                self.pairs, file_set = scan_split(source, dirs, extensions, require_label)
+            if not (validate or cache) or not self.pairs:
+                self.pairs = find_pairs(source, dirs, extensions, require_label)
         else:
             self.split_dir, self.pairs = None, list(source)
-        infos = _validated(self.pairs, keep=cache) if validate or cache else None
+        infos = _validated(self.pairs, keep=cache, file_set=file_set) if validate or cache else None
         self.sizes = [i.size for i in infos] if infos else None  # (H, W) of each pair, known after validation
         self.cache = [i.decoded for i in infos] if cache and infos else None
         self.transform = transform

@@ -82,7 +82,7 @@ MAY_CHANGE = (
 )
 ABSENT = "<absent>"  # a key one side of the comparison lacks
 # Options added after runs may have been recorded without them: a run lacking one ran as its default.
-ADDED_LATER = {"data.augment_on": "host", "data.cache": None}
+ADDED_LATER = {"data.augment_on": "host", "data.cache": None, "trainer.num_nodes": 1, "trainer.sync_batchnorm": False}
 # Schedule options that follow the run's length (conf/scheduler): extend_schedule=true lets them change.
 SCHEDULE_LENGTH = ("scheduler.T_max", "scheduler.total_steps")
 # What one resuming command asks for, not a setting of the run: never replayed from the run's overrides.

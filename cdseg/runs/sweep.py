@@ -68,7 +68,7 @@ def setting_rows(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for key in sorted({k for m in done for k in m if "/" in k}):
             values = [m[key] for m in done if key in m]
             row[f"{key} mean"] = statistics.mean(values)
-            row[f"{key} sd"] = statistics.stdev(values) if len(values) > 1 else 0.0
+            row[f"{key} sd"] = statistics.stdev(values) if len(values) > 1 else None  # one run: no spread to give
         rows.append(row)
     return rows
 
@@ -83,6 +83,10 @@ def best_job(jobs: list[dict[str, Any]], metric: str, mode: str) -> dict[str, An
     """The finished job with the best ``metric`` (``mode`` max or min), if any reported it."""
     done = [j for j in jobs if j["status"] == "ok" and isinstance(j.get(metric), int | float)]
     return (max if mode == "max" else min)(done, key=lambda j: j[metric]) if done else None
+
+
+def _mean_sd(mean: float, sd: float | None) -> str:
+    return f"{mean:.4f} ± {sd:.4f}" if sd is not None else f"{mean:.4f} (one run)"
 
 
 def markdown(
@@ -103,7 +107,7 @@ def markdown(
     lines += ["", "| setting | jobs | failed | " + " | ".join(f"{k} mean ± sd" for k in metrics) + " |"]
     lines.append("|" + "---|" * (len(metrics) + 3))
     for s in settings:
-        cells = [f"{s[f'{k} mean']:.4f} ± {s[f'{k} sd']:.4f}" if f"{k} mean" in s else "-" for k in metrics]
+        cells = [_mean_sd(s[f"{k} mean"], s[f"{k} sd"]) if f"{k} mean" in s else "-" for k in metrics]
         lines.append(f"| {own(s)} | {s['jobs']} | {s['failed']} | " + " | ".join(cells) + " |")
     best = best_job(jobs, metric, mode)
     if best is not None:  # chosen on the metric the sweep optimises (validation), never on test
