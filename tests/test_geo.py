@@ -385,3 +385,56 @@ def test_a_scene_on_two_grids_is_refused_before_the_model_loads(
     )
     with pytest.raises(GeoError, match="are not on one grid: CRS"):
         predict(cfg)
+
+
+def test_the_stretch_reads_full_resolution_pixels_not_averaged_overviews(tmp_path: Path, monkeypatch) -> None:
+    from cdseg.inference import geo_read
+
+    monkeypatch.setattr(geo_read, "STATS_SIDE", 128)  # a 400 px scene is then sampled, as a large one would be
+    rng = np.random.default_rng(0)
+    image = np.stack([cv2.GaussianBlur(rng.normal(0, 1, (400, 400)).astype(np.float32), (0, 0), 1.0) for _ in range(3)])
+    image = (2000 + 600 * image / image.std()).clip(1, 65535).astype(np.uint16)
+    write_tif(tmp_path / "a.tif", image, nodata=0)
+    write_tif(tmp_path / "b.tif", image, nodata=0)
+    with rasterio.open(tmp_path / "b.tif", "r+") as dst:  # the same pixels, with averaged overviews (a COG's)
+        dst.build_overviews([2, 4, 8], Resampling.average)
+    with geo_read.open_pair(tmp_path / "a.tif", tmp_path / "b.tif", "strict", "bilinear") as (a, b):
+        stretch = [geo_read.date_reader(d, n, [1, 2, 3], "percentile", None, (2, 98)) for d, n in ((a, "a"), (b, "b"))]
+    assert np.array_equal(stretch[0].lo, stretch[1].lo) and np.array_equal(stretch[0].hi, stretch[1].hi)
+
+
+def test_pairs_that_cannot_give_a_scene_are_refused_and_an_rgba_b_warps(tmp_path: Path) -> None:
+    from rasterio.control import GroundControlPoint
+
+    a, b = scene()
+    write_tif(tmp_path / "a.tif", a)
+    run = SceneOptions(align="warp", block_size=64)
+    elsewhere = from_origin(600000, 5000000, 0.5, 0.5)  # 100 km east of A: no common pixel
+    write_tif(tmp_path / "far.tif", b, transform=elsewhere)
+    with pytest.raises(GeoError, match="do not overlap: B's footprint lies outside A's"):
+        predict_scenes(difference, [("far.tif", tmp_path / "a.tif", tmp_path / "far.tif")], tmp_path / "o1", run, 0.3)
+    # B with an alpha band of its own (and no nodata value), on a grid shifted by 3 m: warped, its alpha the footprint.
+    rgba = np.concatenate([b, np.full((1, *b.shape[1:]), 255, np.uint8)])
+    rgba[3, :, :20] = 0  # 20 transparent columns
+    shifted = from_origin(ORIGIN.c + 3, ORIGIN.f, ORIGIN.a, -ORIGIN.e)
+    profile = {"driver": "GTiff", "count": 4, "height": b.shape[1], "width": b.shape[2], "dtype": "uint8"}
+    with rasterio.open(
+        tmp_path / "rgba.tif", "w", crs=UTM31, transform=shifted, photometric="RGB", alpha="YES", **profile
+    ) as dst:
+        dst.write(rgba)
+    summary = predict_scenes(
+        difference, [("rgba.tif", tmp_path / "a.tif", tmp_path / "rgba.tif")], tmp_path / "o2", run, 0.3
+    )
+    assert 0 < summary["scenes"][0]["valid_pixels"] < b.shape[1] * (b.shape[2] - 20)
+    # Ground control points only, no grid: refused, not predicted as a plain image or without its place.
+    gcps = [GroundControlPoint(0, 0, 500000, 5000000), GroundControlPoint(150, 200, 500100, 4999925)]
+    with rasterio.open(tmp_path / "gcp.tif", "w", gcps=gcps, crs=UTM31, **{**profile, "count": 3}) as dst:
+        dst.write(b)
+    assert is_georeferenced(tmp_path / "gcp.tif")
+    with pytest.raises(GeoError, match="gcp.tif is placed by ground control points only"):
+        predict_scenes(difference, [("gcp.tif", tmp_path / "gcp.tif", tmp_path / "gcp.tif")], tmp_path / "o3", run, 0.3)
+    # Every pixel nodata in one date: said, not written as an all-nodata mask.
+    write_tif(tmp_path / "empty.tif", np.zeros_like(b), nodata=0)
+    with pytest.raises(GeoError, match="no pixel is valid in both dates"):
+        predict_scenes(difference, [("e.tif", tmp_path / "a.tif", tmp_path / "empty.tif")], tmp_path / "o4", run, 0.3)
+    assert not (tmp_path / "o4" / "mask.tif").exists()

@@ -142,8 +142,7 @@ def predict_scene(
     with ExitStack() as stack:
         stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB))
         src_a, src_b = stack.enter_context(open_pair(a, b, options.align, options.resampling))
-        if options.geojson_crs == "wgs84" and src_a.crs is None:
-            raise GeoError(f"{a} has no CRS, so its polygons cannot be mapped to EPSG:4326: set geo.geojson_crs=native")
+        _check_crs_for_geojson(a, src_a, options)
         rule = {"stretch": options.stretch, "value_range": options.range, "percentiles": options.percentiles}
         dates = [
             date_reader(src_a, str(a), options.bands, **rule),
@@ -174,6 +173,8 @@ def predict_scene(
                 changed_pixels += int(changed.sum())
                 mask.write(np.where(valid, changed, MASK_NODATA).astype(np.uint8), 1, window=core)
                 prob.write(probs, 1, window=core)
+        if not valid_pixels:  # every output would be nodata: say so rather than write it
+            raise GeoError(f"{a} and {b}: no pixel is valid in both dates (all nodata where the other has data)")
         area = PixelArea(src_a.transform, src_a.crs)
         with (
             rasterio.open(tmp["mask.tif"]) as mask,
@@ -214,8 +215,13 @@ def check_scenes(pairs: Sequence[tuple[str, Path, Path]], options: SceneOptions)
     date, two dates on different grids (unless warped). Cheap: only the headers are read."""
     require_rasterio()
     for _, a, b in pairs:
-        with open_pair(a, b, options.align, options.resampling):
-            pass
+        with open_pair(a, b, options.align, options.resampling) as (src_a, _):
+            _check_crs_for_geojson(a, src_a, options)
+
+
+def _check_crs_for_geojson(a: Path, src_a: Any, options: SceneOptions) -> None:
+    if options.geojson_crs == "wgs84" and src_a.crs is None:
+        raise GeoError(f"{a} has no CRS, so its polygons cannot be mapped to EPSG:4326: set geo.geojson_crs=native")
 
 
 def predict_scenes(

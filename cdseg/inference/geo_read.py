@@ -22,7 +22,8 @@ INSTALL = 'pip install "cdseg[geo]"'
 TIFF = (".tif", ".tiff")
 # GeoTIFF tags: ModelPixelScale, ModelTiepoint, ModelTransformation, GeoKeyDirectory.
 GEOTIFF_TAGS = {33550, 33922, 34264, 34735}
-STATS_SIDE = 1024  # the percentile stretch reads each date once, decimated to at most this side
+STATS_SIDE = 1024  # a scene up to this side is read whole for the percentile stretch, a larger one sampled
+STATS_WINDOWS, STATS_WINDOW = 16, 64  # ... in 16 x 16 windows of 64 px, spread evenly: 1 Mpx at full resolution
 
 
 class GeoError(CdsegError, ValueError):
@@ -68,7 +69,7 @@ def is_georeferenced(path: str | Path) -> bool:
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
         try:
             with rasterio.open(path) as src:
-                return src.crs is not None or not src.transform.is_identity
+                return src.crs is not None or not src.transform.is_identity or bool(src.gcps[0])
         except rasterio.errors.RasterioIOError:
             return False  # the image path names the unreadable file
 
@@ -111,6 +112,12 @@ def open_pair(a: Path, b: Path, align: str, resampling: str) -> Iterator[tuple[A
             except rasterio.errors.RasterioIOError as e:
                 raise GeoError(f"{path}: cannot be read as a raster ({e})") from None
         da, db = src
+        for path, d in ((a, da), (b, db)):
+            if d.crs is None and d.transform.is_identity and d.gcps[0]:
+                raise GeoError(
+                    f"{path} is placed by ground control points only, not on a grid: orthorectify it, or resample it "
+                    "onto one (gdalwarp), first"
+                )
         differences = grid_differences(da, db)
         if differences and align == "strict":
             raise GeoError(
@@ -122,18 +129,26 @@ def open_pair(a: Path, b: Path, align: str, resampling: str) -> Iterator[tuple[A
                 raise GeoError(
                     f"geo.align=warp needs a CRS on both dates: {a}: {_crs_name(da.crs)}, {b}: {_crs_name(db.crs)}"
                 )
-            # Without a nodata value the VRT gets an alpha band, so B's footprint is its mask.
-            db = stack.enter_context(
-                rasterio.vrt.WarpedVRT(
-                    db,
-                    crs=da.crs,
-                    transform=da.transform,
-                    width=da.width,
-                    height=da.height,
-                    resampling=rasterio.enums.Resampling[resampling],
-                    add_alpha=db.nodata is None,
+            left, bottom, right, top = rasterio.warp.transform_bounds(db.crs, da.crs, *db.bounds)
+            if left >= da.bounds.right or right <= da.bounds.left or bottom >= da.bounds.top or top <= da.bounds.bottom:
+                raise GeoError(f"{a} and {b} do not overlap: B's footprint lies outside A's")
+            # Without a nodata value or an alpha band of its own, the VRT gets an alpha band, so that
+            # B's footprint is its mask.
+            alpha = db.nodata is None and rasterio.enums.ColorInterp.alpha not in db.colorinterp
+            try:
+                db = stack.enter_context(
+                    rasterio.vrt.WarpedVRT(
+                        db,
+                        crs=da.crs,
+                        transform=da.transform,
+                        width=da.width,
+                        height=da.height,
+                        resampling=rasterio.enums.Resampling[resampling],
+                        add_alpha=alpha,
+                    )
                 )
-            )
+            except rasterio.errors.RasterioError as e:
+                raise GeoError(f"{b} cannot be warped onto {a}'s grid: {e}") from None
         yield da, db
 
 
@@ -167,17 +182,28 @@ class DateReader:
         image[:, ~valid] = 0
         return image, valid
 
-    def sample(self) -> tuple[np.ndarray, np.ndarray]:
-        """(3, n) raw values of the valid pixels of one decimated read of the whole scene."""
-        scale = max(self.src.width, self.src.height) / STATS_SIDE
-        shape = (self.src.height, self.src.width)
-        if scale > 1:
-            shape = (max(1, round(shape[0] / scale)), max(1, round(shape[1] / scale)))
-        data = self.src.read(self.bands, out_shape=(len(self.bands), *shape))
-        valid = self.src.read_masks(self.bands, out_shape=(len(self.bands), *shape)).any(0)
-        if data.dtype.kind == "f":
-            valid &= np.isfinite(data).all(0)
-        return data[:, valid], valid
+    def sample(self) -> np.ndarray:
+        """(3, n) raw values of valid pixels at full resolution, as the blocks will read them: the whole
+        scene up to ``STATS_SIDE``, else evenly spread windows. Never a decimated read, which GDAL
+        serves from averaged overviews or a warp's resampling and whose narrower spread would stretch
+        one date differently from the other on the same content."""
+        rasterio = require_rasterio()
+        h, w = self.src.height, self.src.width
+        if max(h, w) <= STATS_SIDE:
+            windows = [None]
+        else:
+            side = STATS_WINDOW
+            rows = np.linspace(0, max(h - side, 0), STATS_WINDOWS).round().astype(int)
+            cols = np.linspace(0, max(w - side, 0), STATS_WINDOWS).round().astype(int)
+            windows = [rasterio.windows.Window(c, r, min(side, w), min(side, h)) for r in rows for c in cols]
+        values = []
+        for window in windows:
+            data = self.src.read(self.bands, window=window)
+            valid = self.src.read_masks(self.bands, window=window).any(0)
+            if data.dtype.kind == "f":
+                valid &= np.isfinite(data).all(0)
+            values.append(data[:, valid])
+        return np.concatenate(values, axis=1)
 
 
 def date_reader(
@@ -207,7 +233,7 @@ def date_reader(
     if stretch == "range":
         reader.lo, reader.hi = (np.full(len(bands), float(v)) for v in value_range)  # type: ignore[union-attr]
     elif stretch == "percentile":
-        values, _ = reader.sample()
+        values = reader.sample()
         if values.shape[1] == 0:
             raise GeoError(f"{name}: no valid pixel (all nodata, or outside A's footprint after warping)")
         lo, hi = np.percentile(values.astype(np.float64), list(percentiles), axis=1)
