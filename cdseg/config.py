@@ -124,6 +124,12 @@ def run_problems(cfg: DictConfig, scores: Sequence[str]) -> list[str | None]:
     interval, steps = trainer.get("val_check_interval"), trainer.get("max_steps", -1)
     accumulate = trainer.get("accumulate_grad_batches", 1)
     numbers = all(isinstance(v, int) and not isinstance(v, bool) for v in (interval, steps, accumulate))
+    if numbers and interval > 0 and accumulate > 1 and interval % accumulate:
+        problems.append(
+            f"trainer.val_check_interval={interval} is not a multiple of trainer.accumulate_grad_batches={accumulate}: "
+            "validation, and the checkpoint it writes, would fall inside an optimizer step, whose gradients no "
+            "checkpoint holds, so a resume from it would not continue the run exactly"
+        )
     if trainer.get("check_val_every_n_epoch", 1) is None and numbers and interval > 0 and steps > 0:
         left = steps * accumulate % interval
         if left:

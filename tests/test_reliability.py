@@ -538,3 +538,22 @@ def test_a_refused_resume_leaves_nothing_behind(tiny_data: Path, tmp_path: Path)
     longer = cli(f"ckpt_path={run}", "trainer.max_epochs=3")  # a longer cosine without extend_schedule
     assert longer.returncode == 1 and "extend_schedule=true" in longer.stderr
     assert sorted(p.name for p in (run / ".hydra").iterdir()) == record  # no resume-<time>/ of the refusal
+
+
+def test_a_stop_at_an_epochs_end_resumes_exactly_when_the_length_is_in_steps(tiny_data: Path, tmp_path: Path) -> None:
+    # 24 pairs at batch 4 with 2 batches a step: 3 steps an epoch; the stop comes during step 2, the
+    # epoch's last, and is saved at its end. Lightning would run that end again on resuming a run
+    # set in steps, counting the epoch twice: later epochs would train on the next one's order.
+    cfg = ["trainer.max_epochs=-1", "data.batch_size=4", "+trainer.accumulate_grad_batches=2", "data.swap=0.5"]
+    cfg += ["scheduler=warmup_cosine", "scheduler.warmup_steps=2", "+trainer.max_steps=8"]
+    straight = run(tiny_data, tmp_path / "straight", *cfg)
+    with pytest.raises(TrainingInterrupted):
+        run(
+            tiny_data,
+            tmp_path / "run",
+            *cfg,
+            "+callbacks.kill._target_=tests.test_reliability.SignalAt",
+            "+callbacks.kill.step=2",
+        )
+    assert load(tmp_path / "run" / "checkpoints" / "interrupted.ckpt")["global_step"] == 3  # saved at the epoch's end
+    assert_same_state(straight, run(tiny_data, tmp_path / "run", *cfg, f"ckpt_path={tmp_path / 'run'}"))

@@ -385,6 +385,10 @@ def test_the_summary_keeps_an_override_with_spaces_whole(tmp_path: Path) -> None
             ["+trainer.check_val_every_n_epoch=null", "+trainer.val_check_interval=2", "+trainer.max_steps=5"],
             r"max_steps=5 \(x accumulate_grad_batches=1: 5 batches\) does not end on a validation .* last 1 batches",
         ),
+        (
+            ["+trainer.val_check_interval=3", "+trainer.accumulate_grad_batches=2"],
+            "val_check_interval=3 is not a multiple of trainer.accumulate_grad_batches=2",
+        ),
         (["model=tiny", "model.base=1"], "model.base must be an integer >= 2, got 1"),
         (["optimizer.lr=-1"], "optimizer: Invalid learning rate: -1"),
     ],

@@ -98,6 +98,23 @@ class InterruptCheckpoint(Checkpoint):
         if trainer.is_global_zero:
             self.path.unlink(missing_ok=True)  # superseded by the finished run's checkpoints
 
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        """A stop at an epoch's end is saved in ``on_train_epoch_end``, where Lightning counts the epoch
+        processed but not yet completed. Resuming a run whose length is set in steps, Lightning then
+        runs that epoch's end a second time and counts it twice, so every later epoch would take the
+        next one's order and augmentation. Such a checkpoint is read as what it is: the epoch done,
+        the next not begun."""
+        fit = checkpoint.get("loops", {}).get("fit_loop")
+        if not fit or trainer.max_steps == -1:
+            return
+        epochs, batches = fit["epoch_progress"], fit["epoch_loop.batch_progress"]
+        now = epochs["current"]
+        if now["processed"] == now["started"] == now["ready"] and now["completed"] == now["processed"] - 1:
+            for counts in (epochs["current"], epochs["total"]):
+                counts["completed"] = counts["processed"]
+            batches["current"] = {k: 0 for k in batches["current"]}
+            batches["is_last_batch"] = False
+
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self._restore()
 
