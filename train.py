@@ -150,6 +150,14 @@ class EndOnAValidation(L.Callback):
             lengths[epochs] = (
                 f"trainer.max_epochs={trainer.max_epochs} x {trainer.num_training_batches} batches an epoch"
             )
+        accumulate, per_epoch = trainer.accumulate_grad_batches, trainer.num_training_batches
+        if accumulate > 1 and per_epoch != float("inf") and int(per_epoch) % accumulate:
+            raise ConfigError(
+                f"an epoch of {per_epoch} batches is not a multiple of trainer.accumulate_grad_batches={accumulate}: "
+                "validating by batches across epochs, some validations, and the checkpoints they write, would fall "
+                "inside an optimizer step, whose gradients no checkpoint holds. Change the batch size or the "
+                "accumulation, or validate by epochs"
+            )
         if not lengths:
             return
         end = min(lengths)

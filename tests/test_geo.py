@@ -413,6 +413,14 @@ def test_pairs_that_cannot_give_a_scene_are_refused_and_an_rgba_b_warps(tmp_path
     write_tif(tmp_path / "far.tif", b, transform=elsewhere)
     with pytest.raises(GeoError, match="do not overlap: B's footprint lies outside A's"):
         predict_scenes(difference, [("far.tif", tmp_path / "a.tif", tmp_path / "far.tif")], tmp_path / "o1", run, 0.3)
+    # A south-up grid (its bottom above its top) over the same place as a north-up B: they overlap.
+    south_up = rasterio.Affine(ORIGIN.a, 0, ORIGIN.c, 0, -ORIGIN.e, ORIGIN.f - a.shape[1] * -ORIGIN.e)
+    write_tif(tmp_path / "south.tif", a[:, ::-1], transform=south_up)
+    write_tif(tmp_path / "north.tif", b, transform=from_origin(ORIGIN.c + 3, ORIGIN.f, ORIGIN.a, -ORIGIN.e))
+    flipped = predict_scenes(
+        difference, [("n.tif", tmp_path / "south.tif", tmp_path / "north.tif")], tmp_path / "o0", run, 0.3
+    )
+    assert flipped["scenes"][0]["valid_pixels"] > 0.9 * a.shape[1] * a.shape[2]
     # B with an alpha band of its own (and no nodata value), on a grid shifted by 3 m: warped, its alpha the footprint.
     rgba = np.concatenate([b, np.full((1, *b.shape[1:]), 255, np.uint8)])
     rgba[3, :, :20] = 0  # 20 transparent columns

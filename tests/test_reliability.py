@@ -557,3 +557,16 @@ def test_a_stop_at_an_epochs_end_resumes_exactly_when_the_length_is_in_steps(tin
         )
     assert load(tmp_path / "run" / "checkpoints" / "interrupted.ckpt")["global_step"] == 3  # saved at the epoch's end
     assert_same_state(straight, run(tiny_data, tmp_path / "run", *cfg, f"ckpt_path={tmp_path / 'run'}"))
+
+
+def test_a_run_stopped_by_max_steps_inside_an_epoch_goes_on_exactly_when_lengthened(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    # 3 steps an epoch; max_steps=4 ends the run one batch into epoch 1, and last.ckpt is written at
+    # that epoch's end hook: lengthened, the run must go on from batch 2 of epoch 1, not skip the rest.
+    cfg = ["trainer.max_epochs=3", "data.swap=0.5"]
+    straight = run(tiny_data, tmp_path / "straight", *cfg, "+trainer.max_steps=9")
+    run(tiny_data, tmp_path / "run", *cfg, "+trainer.max_steps=4")
+    assert_same_state(
+        straight, run(tiny_data, tmp_path / "run", *cfg, "+trainer.max_steps=9", f"ckpt_path={tmp_path / 'run'}")
+    )

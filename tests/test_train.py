@@ -416,6 +416,15 @@ def test_a_run_that_would_not_end_on_a_validation_is_refused_once_its_epochs_are
     assert not list((tmp_path / "run").glob("**/*.ckpt"))
     results = train(make_cfg(*by_steps, "trainer.max_epochs=5"))  # 15 batches: validated at 5, 10 and 15
     assert Path(results["best_checkpoint"]).is_file()
+    accumulated = [
+        "+trainer.check_val_every_n_epoch=null",
+        "+trainer.val_check_interval=2",
+        "+trainer.accumulate_grad_batches=2",
+    ]
+    with pytest.raises(
+        ConfigError, match="an epoch of 3 batches is not a multiple of trainer.accumulate_grad_batches=2"
+    ):
+        train(make_cfg(*accumulated, "trainer.max_epochs=2"))  # batch 4 would validate in the middle of step 2
 
 
 @pytest.mark.skipif(torch.cuda.is_available() or torch.backends.mps.is_available(), reason="this machine has a GPU")

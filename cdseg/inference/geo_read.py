@@ -129,8 +129,13 @@ def open_pair(a: Path, b: Path, align: str, resampling: str) -> Iterator[tuple[A
                 raise GeoError(
                     f"geo.align=warp needs a CRS on both dates: {a}: {_crs_name(da.crs)}, {b}: {_crs_name(db.crs)}"
                 )
+            # B's footprint in A's CRS against A's, each side ordered (a south-up grid has bottom > top).
+            # Bounds that cross the antimeridian (left > right) are left to the check of valid pixels.
             left, bottom, right, top = rasterio.warp.transform_bounds(db.crs, da.crs, *db.bounds)
-            if left >= da.bounds.right or right <= da.bounds.left or bottom >= da.bounds.top or top <= da.bounds.bottom:
+            bottom, top = sorted((bottom, top))
+            a_left, a_right = sorted((da.bounds.left, da.bounds.right))
+            a_bottom, a_top = sorted((da.bounds.bottom, da.bounds.top))
+            if left <= right and (left >= a_right or right <= a_left or bottom >= a_top or top <= a_bottom):
                 raise GeoError(f"{a} and {b} do not overlap: B's footprint lies outside A's")
             # Without a nodata value or an alpha band of its own, the VRT gets an alpha band, so that
             # B's footprint is its mask.

@@ -99,21 +99,28 @@ class InterruptCheckpoint(Checkpoint):
             self.path.unlink(missing_ok=True)  # superseded by the finished run's checkpoints
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
-        """A stop at an epoch's end is saved in ``on_train_epoch_end``, where Lightning counts the epoch
-        processed but not yet completed. Resuming a run whose length is set in steps, Lightning then
-        runs that epoch's end a second time and counts it twice, so every later epoch would take the
-        next one's order and augmentation. Such a checkpoint is read as what it is: the epoch done,
-        the next not begun."""
+        """A checkpoint written in ``on_train_epoch_end`` (this callback's stop at an epoch's end, or
+        last.ckpt when ``max_steps`` ended a run inside an epoch) has the epoch counted processed but
+        not completed. Resuming a run whose length is set in steps, Lightning then runs that epoch's
+        end again and counts it twice, so every later epoch would take the next one's order and
+        augmentation, or skip the rest of an unfinished epoch. Such a checkpoint is read as what it
+        is: at the epoch's last batch, the epoch done and the next not begun; before it, the epoch
+        going on from its next batch."""
         fit = checkpoint.get("loops", {}).get("fit_loop")
         if not fit or trainer.max_steps == -1:
             return
         epochs, batches = fit["epoch_progress"], fit["epoch_loop.batch_progress"]
         now = epochs["current"]
-        if now["processed"] == now["started"] == now["ready"] and now["completed"] == now["processed"] - 1:
+        if not (now["processed"] == now["started"] == now["ready"] and now["completed"] == now["processed"] - 1):
+            return
+        if batches["is_last_batch"]:
             for counts in (epochs["current"], epochs["total"]):
                 counts["completed"] = counts["processed"]
             batches["current"] = {k: 0 for k in batches["current"]}
             batches["is_last_batch"] = False
+        else:
+            for counts in (epochs["current"], epochs["total"]):
+                counts["processed"] = counts["completed"]
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self._restore()
