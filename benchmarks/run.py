@@ -97,7 +97,10 @@ def rss_bytes() -> int:
 @contextmanager
 def peak_memory() -> Iterator[dict[str, float]]:
     """Peak memory above the start while the block runs: CUDA's allocator on a GPU, else the resident
-    set sampled every 5 ms (loader workers, separate processes, are not counted)."""
+    set sampled every 5 ms (loader workers, separate processes, are not counted). On a CPU it is not a
+    comparison between blocks of one process: the first block pays for growing the heap that later
+    ones reuse (the train section's plain loop, run first, shows 0.5 GB and Lightning 0.2 GB; swapped,
+    0.15 against 0.53), so read it as an upper bound for the first block only."""
     out: dict[str, float] = {}
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
@@ -316,21 +319,28 @@ def section_flops(args: argparse.Namespace, work: Path) -> Iterator[dict[str, An
     def infer() -> None:
         net(a, b)
 
-    peak = matmul_peak(args.matmul_n, torch.float32, device, args.repeats)
-    for name, fn, mode in (("training step", train_step, net.train), ("inference", infer, net.eval)):
-        mode()
-        with FlopCounterMode(display=False) as counter:
-            fn()
-        gflop = counter.get_total_flops() / 1e9
-        achieved = gflop / median_seconds(fn, args.repeats, warmup=1)
-        yield {
-            "section": "flops",
-            "what": f"{name}, siamese_unet base {args.base}, batch {batch} x {size}^2, float32",
-            "gflop": gflop,
-            "gflop_per_s": achieved,
-            "matmul_peak_gflop_per_s": peak,
-            "share_of_peak": achieved / peak,
-        }
+    # Strict float32 for the convolutions and the matmul alike: on a GPU, cuDNN would otherwise run
+    # the convolutions in TF32 on the tensor cores, and the matmul, by PyTorch's default, would not.
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        peak = matmul_peak(args.matmul_n, torch.float32, device, args.repeats)
+        for name, fn, mode in (("training step", train_step, net.train), ("inference", infer, net.eval)):
+            mode()
+            with FlopCounterMode(display=False) as counter:
+                fn()
+            gflop = counter.get_total_flops() / 1e9
+            achieved = gflop / median_seconds(fn, args.repeats, warmup=1)
+            yield {
+                "section": "flops",
+                "what": f"{name}, siamese_unet base {args.base}, batch {batch} x {size}^2, float32 (no TF32)",
+                "gflop": gflop,
+                "gflop_per_s": achieved,
+                "matmul_peak_gflop_per_s": peak,
+                "share_of_peak": achieved / peak,
+            }
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
 
 
 def _tiles(work: Path, quick: bool) -> Path:
