@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 
@@ -27,3 +27,13 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 0) -> f
 def _synchronize() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
+
+
+def alternated(contenders: Mapping[str, Callable[[], object]], rounds: int, repeats: int) -> dict[str, list[float]]:
+    """Each contender's :func:`median_seconds` (one warm-up call) in every round, the order reversed
+    from one round to the next, so that a slow spell of a shared machine, or going first, hits all."""
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for i in range(rounds):
+        for name in list(contenders)[:: 1 if i % 2 == 0 else -1]:
+            times[name].append(median_seconds(contenders[name], repeats, warmup=1))
+    return times
