@@ -62,6 +62,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from cdseg.atomic_write import write_png, write_text
 from cdseg.config import build
+from cdseg.data.datamodule import auto_workers
 from cdseg.data.dataset import ChangeDetectionDataset
 from cdseg.data.synthetic import ensure_synthetic
 from cdseg.data.transforms import Augment, build_transforms
@@ -291,6 +292,7 @@ def section_matrix(args: argparse.Namespace, work: Path) -> Iterator[dict[str, A
                 "share_of_matmul_peak": rate * gflop / peak,
                 "train_gflop_per_pair": gflop,
                 "matmul_peak_gflop_per_s": peak,
+                "loader_workers": auto_workers(),  # data.num_workers=auto on this machine
             }
 
 
@@ -514,7 +516,8 @@ class FirstBatch(L.Callback):
 def section_models(args: argparse.Namespace, work: Path) -> Iterator[dict[str, Any]]:
     for config in sorted((ROOT / "conf" / "model").glob("*.yaml")):
         figures = size_and_speed(config.stem, size=args.infer_size, batch=2, repeats=args.repeats)
-        yield {"section": "models", "what": f"model={config.stem}, default width, {args.infer_size}^2", **figures}
+        what = f"model={config.stem}, default width, batch 2 x {args.infer_size}^2"
+        yield {"section": "models", "what": what, **figures}
 
 
 def _remove(path: Path) -> None:
