@@ -21,7 +21,6 @@ from typing import Any
 
 import hydra
 import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -30,7 +29,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from cdseg.config import build, check_types, comparable_settings, raise_problems, require_values, run_problems
-from cdseg.errors import CdsegError, ConfigError
+from cdseg.errors import CdsegError
 from cdseg.metrics import change_metrics, curve_summary
 from cdseg.models.network import build_network, runtime_problems
 from cdseg.module import ChangeDetectionModule, NonFiniteError
@@ -40,6 +39,12 @@ from cdseg.runs.checkpoint import write_threshold
 from cdseg.runs.checkpoint_io import SafeCheckpointIO
 from cdseg.runs.console import tee_console
 from cdseg.runs.folder import RunFolder, name_problem
+from cdseg.runs.guards import (
+    EndOnAValidation,
+    LocalSweepOfDDP,
+    check_devices_and_optimisation,
+    refuse_a_local_sweep_of_ddp,
+)
 from cdseg.runs.interrupt import exit_on_stop_signal
 from cdseg.runs.resume import ExtendSchedule, RecordOverrides, exit_if_finished, resume, resume_args
 from cdseg.scores import score_line
@@ -55,7 +60,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     raise_problems([name_problem(cfg.get("name"), cfg.get("tags", []))])
     check_types(cfg)  # a wrongly typed option is named now, not as a traceback after the sanity check
     raise_problems(run_problems(cfg, list(change_metrics())))
-    _check_optimisation(cfg)
+    check_devices_and_optimisation(cfg)
     raise_problems(runtime_problems(cfg.model))
     _quiet_what_is_not_about_the_run()
     L.seed_everything(cfg.seed, workers=True)
@@ -83,7 +88,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     loggers = [build(c) for c in (cfg.get("logger") or {}).values()]
     # Checkpoints are written atomically and loaded without running code from them.
     trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[SafeCheckpointIO()])
-    _refuse_a_local_sweep_of_ddp(trainer)
+    refuse_a_local_sweep_of_ddp(trainer)
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
 
@@ -127,70 +132,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         _log_curves(trainer, curves)
         _print_summary(results)
     return results
-
-
-class EndOnAValidation(L.Callback):
-    """Validating every N training batches (``check_val_every_n_epoch: null``), checkpoints are written
-    only at validations: a run must end on one, or its last batches are neither validated nor saved,
-    and a run shorter than N keeps nothing at all. Checked once the length of an epoch is known."""
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        interval = trainer.val_check_interval
-        if (
-            trainer.check_val_every_n_epoch is not None
-            or not isinstance(interval, int)
-            or not trainer.limit_val_batches
-        ):
-            return
-        lengths = {}
-        if trainer.max_steps > 0:
-            lengths[trainer.max_steps * trainer.accumulate_grad_batches] = f"trainer.max_steps={trainer.max_steps}"
-        if trainer.max_epochs and trainer.max_epochs > 0 and trainer.num_training_batches != float("inf"):
-            epochs = trainer.max_epochs * int(trainer.num_training_batches)
-            lengths[epochs] = (
-                f"trainer.max_epochs={trainer.max_epochs} x {trainer.num_training_batches} batches an epoch"
-            )
-        accumulate, per_epoch = trainer.accumulate_grad_batches, trainer.num_training_batches
-        if accumulate > 1 and per_epoch != float("inf") and int(per_epoch) % accumulate:
-            raise ConfigError(
-                f"an epoch of {per_epoch} batches is not a multiple of trainer.accumulate_grad_batches={accumulate}: "
-                "validating by batches across epochs, some validations, and the checkpoints they write, would fall "
-                "inside an optimizer step, whose gradients no checkpoint holds. Change the batch size or the "
-                "accumulation, or validate by epochs"
-            )
-        if not lengths:
-            return
-        end = min(lengths)
-        if end % interval:
-            lost = (
-                "it would never validate, so it would keep no checkpoint"
-                if end < interval
-                else f"its last {end % interval} batches would be neither validated nor checkpointed"
-            )
-            raise ConfigError(
-                f"validation runs every {interval} training batches (trainer.val_check_interval), but this run is "
-                f"{end} batches long ({lengths[end]}): {lost}. Make the run's length a multiple of the interval"
-            )
-
-
-def _check_optimisation(cfg: DictConfig) -> None:
-    """A GPU asked for where there is none; then build the optimiser and the schedule once on a stand-in parameter: their own checks (a negative
-    learning rate, a schedule's bad length) then fail now, naming the group, rather than as a traceback
-    from inside the trainer once the data is loaded."""
-    accelerator = str(cfg.trainer.get("accelerator", "auto"))
-    if accelerator in ("gpu", "cuda") and not (torch.cuda.is_available() or torch.backends.mps.is_available()):
-        raise ConfigError(
-            f"trainer.accelerator={accelerator} (trainer=gpu) needs a GPU, and this machine has none that PyTorch "
-            "sees; use trainer=cpu, or leave trainer.accelerator=auto"
-        )
-    group = "optimizer"
-    try:
-        optimizer = build(cfg.optimizer)(params=[torch.nn.Parameter(torch.zeros(1))])
-        group = "scheduler"
-        if cfg.get("scheduler"):
-            build(cfg.scheduler)(optimizer=optimizer)
-    except (ValueError, TypeError, ZeroDivisionError) as e:
-        raise ConfigError(f"{group}: {e}") from None
 
 
 def _validate_quietly(trainer: L.Trainer, module: L.LightningModule, datamodule: Any, ckpt: str) -> dict[str, Any]:
@@ -279,25 +220,6 @@ def _print_summary(results: dict[str, Any]) -> None:
         if results[stage]:
             lines.append(score_line(stage, results[stage]))
     print("\n".join(lines))
-
-
-class LocalSweepOfDDP(ConfigError):
-    """A ``-m`` sweep whose jobs Lightning would run as DDP by re-running the command line: each extra
-    rank would run a sweep of its own. The whole sweep stops at once."""
-
-
-def _refuse_a_local_sweep_of_ddp(trainer: L.Trainer) -> None:
-    """Lightning's subprocess launcher starts the extra ranks by running this command line again, ``-m``
-    included; under Hydra's basic launcher every rank would then run the whole sweep."""
-    relaunches = type(getattr(trainer.strategy, "launcher", None)).__name__ == "_SubprocessScriptLauncher"
-    if not (relaunches and HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN):
-        return
-    if str(HydraConfig.get().launcher.get("_target_", "")).endswith("BasicLauncher"):
-        raise LocalSweepOfDDP(
-            f"a -m sweep of DDP jobs ({trainer.world_size} processes each): Lightning would start each extra rank "
-            "by running this command line again, -m included, and every rank would run a sweep of its own. Run "
-            "each job without -m, or submit the sweep with a cluster launcher (hydra/launcher=submitit_slurm)"
-        )
 
 
 def _clean_up_a_refusal(cfg: DictConfig) -> None:
