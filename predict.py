@@ -30,7 +30,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from cdseg.atomic_write import write_npy, write_png, write_text
-from cdseg.config import require_values
+from cdseg.config import require_values, threshold_problem
 from cdseg.data.dataset import ChangeDetectionDataset, Pair, extensions_problem, find_pairs
 from cdseg.errors import CdsegError, ConfigError, exit_1_on_error
 from cdseg.inference.geo import SceneOptions, check_scenes, predict_scenes
@@ -60,16 +60,11 @@ def check_options(cfg: DictConfig) -> None:
         check_tiling(cfg.tile_size, cfg.overlap, cfg.batch_size, cfg.blend)
     except ValueError as e:
         raise PredictError(str(e)) from None
-    wrong = extensions_problem(cfg.extensions, "extensions")
-    if wrong:
-        raise PredictError(wrong)
     if cfg.save_probs not in (False, None, "png", "npy"):
         raise PredictError(f"save_probs must be false, png or npy, got {cfg.save_probs!r}")
-    threshold = cfg.threshold
-    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))):
-        raise PredictError(f"threshold must be a number in (0, 1) or null, got {threshold!r}")
-    if threshold is not None and not 0 < threshold < 1:
-        raise PredictError(f"threshold must be in (0, 1), got {threshold}")
+    wrong = extensions_problem(cfg.extensions, "extensions") or threshold_problem(cfg.threshold, optional=True)
+    if wrong:
+        raise PredictError(wrong)
     if str(cfg.precision) not in AUTOCAST_DTYPES:
         raise PredictError(f"precision must be one of {sorted(AUTOCAST_DTYPES)}, got {cfg.precision!r}")
     if isinstance(cfg.tta, str):  # tta=flip: a list is meant, not its letters

@@ -6,8 +6,9 @@
 # runs benchmarks/run.py's flops, predict and matrix sections; OUT_DIR gets bench-gpu.json (rewritten after
 # every row, so a run cut short keeps what it measured), bench-gpu.log and gpu.csv (nvidia-smi's view of the
 # card). BENCH_BUDGET (seconds, default 330) is when no new measurement starts; the command is stopped 150 s
-# after it; BENCH_ARGS adds arguments to run.py (--quick for a smoke run). It runs from the source tree, without installing cdseg. On an offline machine that has PyTorch,
-# Lightning and torchmetrics but not Hydra, WHEELS_DIR is a folder of wheels made where there is a network:
+# after it; BENCH_ARGS adds arguments to run.py (--quick for a smoke run). It runs from the source tree,
+# without installing cdseg. On an offline machine that has PyTorch, Lightning and torchmetrics but not
+# Hydra, WHEELS_DIR is a folder of wheels made where there is a network:
 #
 #     pip wheel --no-deps -w WHEELS_DIR hydra-core==1.3.8 omegaconf==2.3.1 antlr4-python3-runtime==4.9.3
 set -euo pipefail
@@ -27,4 +28,5 @@ nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,power.limit,driver_versio
 "$python" -c "import hydra, lightning, torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda, \
 'Lightning', lightning.__version__, 'Hydra', hydra.__version__, 'GPU:', torch.cuda.is_available())"
 timeout --signal=INT --kill-after=20 $((${budget%.*} + 150)) "$python" benchmarks/run.py \
-  --sections flops predict matrix --budget "$budget" --out "$out/bench-gpu.json" ${BENCH_ARGS:-} 2>&1 | tee "$out/bench-gpu.log"
+  --sections flops predict matrix --budget "$budget" --out "$out/bench-gpu.json" ${BENCH_ARGS:-} 2>&1 |
+  tee "$out/bench-gpu.log"

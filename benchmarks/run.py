@@ -21,8 +21,8 @@ Sections (each figure is printed and written with the device, the settings and t
     matrix   (for a GPU; not run by default) train.py's pairs/s and peak memory at 256^2, base 32, from
              data.cache=ram, for bf16-mixed and 16-mixed, batch 64 and 16, channels_last and NCHW,
              augmentation on the device and on the host, and model.compile for the first of these; the
-             share of the chip's bf16 matmul peak each reaches. On a GPU machine, benchmarks/gpu.sh runs it with flops and
-             predict inside a time budget.
+             share of the chip's bf16 matmul peak each reaches. On a GPU machine, benchmarks/gpu.sh
+             runs it with flops and predict inside a time budget.
 
 ``--quick`` shrinks every size to a smoke run of seconds (the test suite runs it); its figures mean nothing.
 The JSON file is rewritten after every row, so a run cut short keeps what it measured. A section or matrix

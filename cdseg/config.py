@@ -85,10 +85,20 @@ def raise_problems(problems: list[str | None]) -> None:
         raise ConfigError("; ".join(found))
 
 
+def threshold_problem(value: Any, optional: bool = False) -> str | None:
+    """What is wrong with a decision threshold (None when nothing): a number strictly inside (0, 1),
+    for train.py's ``threshold`` and predict.py's (``optional``: null too, the model's own)."""
+    if (optional and value is None) or (
+        isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1
+    ):
+        return None
+    return f"threshold must be a number in (0, 1){' or null' if optional else ''}, got {value!r}"
+
+
 def run_problems(cfg: DictConfig, scores: Sequence[str]) -> list[str | None]:
     """What is wrong with train.yaml's own options, and with combinations that would fail only after
     an epoch or train wrongly without a word. ``scores``: the metrics validation logs (``F1``, ...)."""
-    metric, mode, threshold = cfg.get("optimized_metric"), cfg.get("optimized_mode"), cfg.get("threshold")
+    metric, mode = cfg.get("optimized_metric"), cfg.get("optimized_mode")
     allowed = ["val/loss", *(f"val/{s}" for s in scores)]
     problems = [
         None
@@ -100,9 +110,7 @@ def run_problems(cfg: DictConfig, scores: Sequence[str]) -> list[str | None]:
         else f"optimized_mode={mode} would keep the worst checkpoint: {metric} is "
         + ("a loss, set optimized_mode=min" if metric == "val/loss" else "a score, set optimized_mode=max"),
         int_problem("seed", cfg.get("seed"), 0),  # every run is seeded: that is what makes it repeatable and resumable
-        None
-        if isinstance(threshold, (int, float)) and not isinstance(threshold, bool) and 0 < threshold < 1
-        else f"threshold must be a number in (0, 1), got {threshold!r}",
+        threshold_problem(cfg.get("threshold")),
         *(
             f"{key} must be true or false, got {cfg.get(key)!r}"
             for key in ("calibrate", "test", "resume_strict", "extend_schedule")

@@ -237,7 +237,7 @@ def test_real_levir_tiles(trained_run: dict, tmp_path: Path) -> None:
         ("blend=median", "blend must be 'gaussian' or 'mean'"),
         ("batch_size=0", "batch_size must be a positive integer or auto, got 0"),
         ("save_probs=tiff", "save_probs must be false, png or npy"),
-        ("threshold=1.5", r"threshold must be in \(0, 1\)"),
+        ("threshold=1.5", r"threshold must be a number in \(0, 1\) or null, got 1.5"),
         ("precision=8", "precision must be one of"),
         ("tta=[rotate]", "tta accepts flip and swap"),
         ("tta=flip", r"tta takes a list: tta=\[flip\]"),

@@ -213,11 +213,15 @@ def find_pairs(
 ) -> list[Pair]:
     """:func:`scan_split`, raising one :class:`DatasetError` that lists every problem."""
     pairs, problems = scan_split(split_dir, dirs, extensions, require_label)
-    if len(problems) == 1 and not pairs:
-        raise DatasetError(problems[0])
     if problems:
-        raise DatasetError(_problem_list(f"{split_dir}: {len(problems)} problem(s) with the file set:", problems))
+        raise _file_set_error(split_dir, problems, pairs)
     return pairs
+
+
+def _file_set_error(split_dir: str | Path, problems: Sequence[str], pairs: Sequence[Pair]) -> DatasetError:
+    if len(problems) == 1 and not pairs:
+        return DatasetError(problems[0])
+    return DatasetError(_problem_list(f"{split_dir}: {len(problems)} problem(s) with the file set:", problems))
 
 
 @dataclass(frozen=True)
@@ -351,12 +355,10 @@ class ChangeDetectionDataset(Dataset):
         file_set: list[str] = []
         if isinstance(source, (str, Path)):
             self.split_dir: Path | None = Path(source)
-            # The file set's problems and the bad files, named together (find_pairs alone when the
-            # pairs are not inspected, or when there are none to inspect).
-            if validate or cache:
-                self.pairs, file_set = scan_split(source, dirs, extensions, require_label)
-            if not (validate or cache) or not self.pairs:
-                self.pairs = find_pairs(source, dirs, extensions, require_label)
+            self.pairs, file_set = scan_split(source, dirs, extensions, require_label)
+            # The file set's problems alone when no pair is to be inspected, else with the bad files.
+            if file_set and not (self.pairs and (validate or cache)):
+                raise _file_set_error(source, file_set, self.pairs)
         else:
             self.split_dir, self.pairs = None, list(source)
         infos = _validated(self.pairs, keep=cache, file_set=file_set) if validate or cache else None

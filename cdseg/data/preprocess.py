@@ -75,10 +75,10 @@ def _resize(x: torch.Tensor, size: list[int], mask: bool) -> torch.Tensor:
 
 
 def resize_mask(mask: torch.Tensor, size: list[int]) -> torch.Tensor:
-    """A (C, H, W) or (B, C, H, W) mask resized to ``size`` by nearest-exact: each output pixel takes the input pixel
-    under its centre, as the images' centre-aligned bilinear sees it. (torchvision resizes masks by
-    legacy nearest, floor(i * scale), which shifts them up and left of the images: by 1.5 input pixels
-    from 1024 to 256.)"""
+    """A (C, H, W) or (B, C, H, W) mask resized to ``size`` by nearest-exact: each output pixel takes the
+    input pixel under its centre, as the images' centre-aligned bilinear sees it. (torchvision resizes
+    masks by legacy nearest, floor(i * scale), which shifts them up and left of the images: by 1.5 input
+    pixels from 1024 to 256.)"""
     from torchvision.transforms.v2 import InterpolationMode
     from torchvision.transforms.v2 import functional as F
 

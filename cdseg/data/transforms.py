@@ -2,8 +2,9 @@
 
 A sample is ``{"A": Image, "B": Image, "mask": Mask}``. v2 transforms draw their random
 parameters once per call and apply them to every tv_tensor in the sample (a ``Mask`` is never
-interpolated; :class:`Resize` takes the pixel under each centre), so A, B and the mask stay aligned. Only photometric jitter is drawn
-per date (:class:`PerDate`), because real acquisitions differ in colour independently.
+interpolated; :class:`Resize` takes the pixel under each centre), so A, B and the mask stay aligned.
+Only photometric jitter is drawn per date (:class:`PerDate`), because real acquisitions differ in
+colour independently.
 """
 
 from __future__ import annotations
