@@ -95,6 +95,50 @@ def test_a_run_from_imagenet_weights_predicts_without_them(offline: Path, tiny_d
     assert summary["metrics"]["F1"] == pytest.approx(results["test"]["test/F1"], abs=1e-6)
 
 
+def torchvision_style(state: dict) -> dict:
+    """torchvision's ImageNet ResNet files predate BatchNorm's num_batches_tracked counters."""
+    return {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+
+
+def test_files_without_batchnorm_counters_load_as_torchvisions_own(offline: Path, tmp_path: Path) -> None:
+    state = torchvision_style(resnet18_file(offline, seed=3))
+    torch.save(state, offline)  # the hub cache's file, as torchvision publishes it
+    assert torch.equal(SiameseResNet(weights="imagenet", **IMAGENET).stem[0].weight, state["conv1.weight"])
+    torch.save(state, tmp_path / "r18.pth")
+    net = SiameseResNet(weights=str(tmp_path / "r18.pth"))
+    assert torch.equal(net.stages[3][1].bn2.running_var, state["layer4.1.bn2.running_var"])
+
+
+def test_files_that_hold_no_state_dict_are_refused_naming_them(offline: Path, tmp_path: Path) -> None:
+    for name, content in [("tensor.pth", torch.zeros(3)), ("list.pth", [torch.zeros(3)])]:
+        torch.save(content, tmp_path / name)
+        with pytest.raises(ConfigError, match=f"{name}: not a state dict"):
+            SiameseResNet(weights=str(tmp_path / name))
+    resnet18_file(offline, seed=0)
+    offline.write_bytes(offline.read_bytes()[:1000])  # a download cut short
+    with pytest.raises(ConfigError, match=f"{offline} is not a readable state dict .*delete it"):
+        SiameseResNet(weights="imagenet", **IMAGENET)
+
+
+def test_torchvisions_file_passed_by_path_needs_imagenet_normalised_inputs(offline: Path, tmp_path: Path) -> None:
+    local = tmp_path / offline.name  # the offline advice: model.weights=/path/to/resnet18-f37072fd.pth
+    resnet18_file(local, seed=0)
+    with pytest.raises(ConfigError, match=r"expects inputs normalised .* got data.mean=\[0.5"):
+        SiameseResNet(weights=str(local), input_mean=[0.5] * 3, input_std=[0.5] * 3)
+    SiameseResNet(weights=str(local), **IMAGENET)
+    resnet18_file(tmp_path / "mine.pth", seed=0)  # any other file: its normalisation is the user's to match
+    SiameseResNet(weights=str(tmp_path / "mine.pth"), input_mean=[0.5] * 3, input_std=[0.5] * 3)
+
+
+def test_behind_a_proxy_the_download_is_tried_and_its_failure_explained(
+    offline: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # a proxy that refuses every connection
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
+    with pytest.raises(ConfigError, match=f"cannot be reached. Download .*resnet18.* and put it at {offline}"):
+        SiameseResNet(weights="imagenet", **IMAGENET)
+
+
 def test_the_exchanges_swap_every_other_column_or_channel() -> None:
     a, b = torch.zeros(1, 4, 2, 6), torch.ones(1, 4, 2, 6)
     sa, sb = spatial_exchange(a, b)

@@ -11,6 +11,7 @@ import pickle
 import socket
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.error import URLError
 from urllib.parse import urlparse
 
 import torch
@@ -45,11 +46,19 @@ EXCHANGES = {"spatial": spatial_exchange, "channel": channel_exchange}
 
 
 def _reachable(url: str, timeout: float = 3.0) -> bool:
+    """Whether the weights' host answers; behind a proxy the download itself is the only test."""
+    if any(os.environ.get(v) for v in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")):
+        return True
     try:
         socket.create_connection((urlparse(url).hostname, 443), timeout=timeout).close()
         return True
     except OSError:
         return False
+
+
+def imagenet_file_name(name: str) -> str:
+    """The file name of torchvision's ImageNet weights of that ResNet (``resnet18-f37072fd.pth``)."""
+    return os.path.basename(ENCODERS[name][1].DEFAULT.url)
 
 
 def load_encoder_weights(encoder: nn.Module, name: str, weights: str) -> None:
@@ -58,14 +67,23 @@ def load_encoder_weights(encoder: nn.Module, name: str, weights: str) -> None:
     is refused naming the keys; ``imagenet`` offline fails at once, saying where to put the file."""
     if weights == "imagenet":
         api = ENCODERS[name][1].DEFAULT
-        cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(api.url)
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / imagenet_file_name(name)
+        offline = (
+            f"model.weights=imagenet: the ImageNet weights of {name} are not in the torch hub cache and "
+            f"{urlparse(api.url).hostname} cannot be reached. Download {api.url} on a machine with internet "
+            f"and put it at {cached} (or set TORCH_HOME), or pass the file: model.weights=/path/to/{cached.name}"
+        )
         if not cached.is_file() and not _reachable(api.url):
+            raise ConfigError(offline)
+        try:
+            state = api.get_state_dict(progress=False, check_hash=True, weights_only=True)
+        except URLError:
+            raise ConfigError(offline) from None
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
             raise ConfigError(
-                f"model.weights=imagenet: the ImageNet weights of {name} are not in the torch hub cache and "
-                f"{urlparse(api.url).hostname} cannot be reached. Download {api.url} on a machine with internet "
-                f"and put it at {cached} (or set TORCH_HOME), or pass the file: model.weights=/path/to/{cached.name}"
-            )
-        state = api.get_state_dict(progress=False, check_hash=True, weights_only=True)
+                f"model.weights=imagenet: {cached} is not a readable state dict ({type(e).__name__}: {e}); "
+                "delete it and download it again"
+            ) from None
         source = str(cached)
     else:
         if not Path(weights).is_file():
@@ -76,12 +94,18 @@ def load_encoder_weights(encoder: nn.Module, name: str, weights: str) -> None:
             raise ConfigError(f"model.weights={weights}: not a readable state dict ({type(e).__name__})") from None
         state = state.get("state_dict", state) if isinstance(state, dict) else state
         source = weights
-    # The classifier (fc.*) is not used: compared on both sides without it.
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(f"{source}: not a state dict (a mapping of names to tensors) but a {type(state).__name__}")
+    # The classifier (fc.*) is not used, and BatchNorm's num_batches_tracked counters are not weights
+    # (torchvision's ImageNet files predate them; load_state_dict fills them in): both left out here.
+    def kept(key: str) -> bool:
+        return not key.startswith("fc.") and not key.endswith("num_batches_tracked")
+
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    own = {k: v for k, v in encoder.state_dict().items() if not k.startswith("fc.")}
+    own = {k: v for k, v in encoder.state_dict().items() if kept(k)}
     problems = {
         "missing": sorted(own.keys() - state.keys()),
-        "unexpected": sorted(state.keys() - own.keys()),
+        "unexpected": sorted(k for k in state.keys() - own.keys() if kept(k)),
         "wrong shape": sorted(k for k in own.keys() & state.keys() if own[k].shape != state[k].shape),
     }
     if any(problems.values()):
@@ -97,13 +121,14 @@ class SiameseResNet(ChangeDetector):
         encoder: ``resnet18``, ``resnet34`` or ``resnet50`` (torchvision), shared by both dates.
         weights: ``None`` (random initialisation), ``imagenet`` (torchvision's weights API), or the
             path of a state-dict file of that ResNet.
-        fusion: per-scale fusion of the two dates, as :func:`cdseg.models.siamese_unet.fuse`.
+        fusion: per-scale fusion of the two dates, as :func:`cdseg.models.blocks.fuse`.
         exchange: per encoder stage (four), ``null``, ``spatial`` or ``channel``: swap every other
             column or channel between the two branches after that stage (Changer). ChangerEx uses
             ``[null, spatial, channel, channel]``. ``None``: no exchange.
         base: width of the finest decoder stage; the decoder is 8, 4, 2, 1 and 1/2 x base wide.
         input_mean, input_std: the normalisation of the inputs (``data.mean``, ``data.std``). With
-            ImageNet weights they must be the weights' own, checked here.
+            ImageNet weights (``imagenet``, or torchvision's file by its name) they must be the
+            weights' own, checked here; any other file's normalisation is the user's to match.
         prior: initial change probability of the head (:func:`cdseg.models.blocks.init_prior`).
     """
 
@@ -127,12 +152,13 @@ class SiameseResNet(ChangeDetector):
         exchange = list(exchange or [None] * 4)
         if len(exchange) != 4 or any(e is not None and e not in EXCHANGES for e in exchange):
             raise ConfigError(f"model.exchange must list 4 stages of null, spatial or channel, got {exchange}")
-        if weights == "imagenet":
+        # torchvision's ImageNet weights, downloaded or passed as their file (the offline advice)
+        if weights == "imagenet" or (weights is not None and Path(weights).name == imagenet_file_name(encoder)):
             norm = ENCODERS[encoder][1].DEFAULT.transforms()
             given = [list(input_mean or []), list(input_std or [])]
             if given != [list(norm.mean), list(norm.std)]:
                 raise ConfigError(
-                    f"model.weights=imagenet expects inputs normalised as in ImageNet training: "
+                    f"model.weights={weights} expects inputs normalised as in ImageNet training: "
                     f"data.mean={list(norm.mean)} data.std={list(norm.std)}; got data.mean={input_mean} data.std={input_std}"
                 )
         net = ENCODERS[encoder][0](weights=None)
