@@ -217,3 +217,10 @@ def test_a_compiled_network_trains_and_its_checkpoint_predicts(make_cfg, tmp_pat
     test = Path(make_cfg().data.root) / "test"
     cfg = predict_cfg(f"ckpt_path={results['best_checkpoint']}", f"input={test}", f"output={tmp_path / 'p'}")
     assert predict(cfg)["metrics"]["F1"] == pytest.approx(results["test"]["test/F1"], abs=1e-6)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_a_prior_that_is_not_a_probability_is_refused_naming_the_option(model: str) -> None:
+    for prior in (0, 1, 1.5, -0.1, "half"):
+        with pytest.raises(ConfigError, match=f"model.prior must be a probability .* got {prior!r}"):
+            build_network({**compose_train(f"model={model}").model, "prior": prior})

@@ -45,8 +45,8 @@ class ChangeDetector(nn.Module):
 
     Subclasses implement :meth:`logits` for inputs whose sides are multiples of ``stride`` (the
     product of their downsamplings). Other inputs are padded by reflection at the bottom and right
-    (replication where a side is too short to reflect) and the logits cropped back, so every
-    output pixel stays aligned with its input pixel.
+    (by replication, on both axes, when either side is too short to reflect its padding) and the
+    logits cropped back, so every output pixel stays aligned with its input pixel.
     """
 
     stride = 1
@@ -71,8 +71,11 @@ def init_prior(head: nn.Conv2d, prior: float | None) -> None:
     """Start ``head``'s bias at the logit of ``prior``, the initial change probability of every pixel,
     so training does not spend its first hundreds of steps pulling the (mostly unchanged) background
     from p = 0.5 down. ``None`` keeps PyTorch's default initialisation."""
-    if prior is not None:
-        nn.init.constant_(head.bias, math.log(prior / (1 - prior)))
+    if prior is None:
+        return
+    if isinstance(prior, bool) or not isinstance(prior, (int, float)) or not 0 < prior < 1:
+        raise ConfigError(f"model.prior must be a probability strictly between 0 and 1, or null; got {prior!r}")
+    nn.init.constant_(head.bias, math.log(prior / (1 - prior)))
 
 
 class ConvBNReLU(nn.Sequential):

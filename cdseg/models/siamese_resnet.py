@@ -124,7 +124,9 @@ class SiameseResNet(ChangeDetector):
         fusion: per-scale fusion of the two dates, as :func:`cdseg.models.blocks.fuse`.
         exchange: per encoder stage (four), ``null``, ``spatial`` or ``channel``: swap every other
             column or channel between the two branches after that stage (Changer). ChangerEx uses
-            ``[null, spatial, channel, channel]``. ``None``: no exchange.
+            ``[null, spatial, channel, channel]``. ``None``: no exchange. An exchange acts through
+            the stages after it: after the last stage, where only the fusion follows, it changes
+            nothing with ``diff`` (|A'-B'| = |A-B|) and only permutes ``concat``'s channels.
         base: width of the finest decoder stage; the decoder is 8, 4, 2, 1 and 1/2 x base wide.
         input_mean, input_std: the normalisation of the inputs (``data.mean``, ``data.std``). With
             ImageNet weights (``imagenet``, or torchvision's file by its name) they must be the
