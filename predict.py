@@ -1,7 +1,7 @@
 """Change maps for image pairs of any size, from a checkpoint written by train.py.
 
     python predict.py ckpt_path=outputs/<run> input=/path/to/LEVIR-CD/test output=predictions
-    python predict.py ckpt_path=<run>/checkpoints/last.ckpt a=before.png b=after.png output=out
+    python predict.py ckpt_path=<run>/checkpoints/best-epoch011.ckpt a=before.png b=after.png output=out
     python predict.py model_file=model.onnx input=/path/to/LEVIR-CD/test output=predictions
     python predict.py ckpt_path=outputs/<run> a=before.tif b=after.tif output=scene  # GeoTIFFs
 

@@ -36,7 +36,7 @@ class SamplePanels(L.Callback):
             probs = pl_module.predict_step(
                 {k: v.to(pl_module.device) if torch.is_tensor(v) else v for k, v in batch.items()}, 0
             )
-        threshold = pl_module.hparams.get("threshold", 0.5)
+        threshold = getattr(pl_module, "threshold", 0.5)  # the calibrated one, once set
         dm = trainer.datamodule
         mean, std = getattr(dm, "mean", None), getattr(dm, "std", None)
         rows = [

@@ -7,6 +7,20 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def dice_sums(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``[intersection, total]`` of soft Dice summed over every pixel of the batch, in float32:
+    ``sum(p * t)`` and ``sum(p) + sum(t)`` with ``p = sigmoid(logits)``."""
+    with torch.autocast(device_type=logits.device.type, enabled=False):
+        probs = torch.sigmoid(logits.float())
+        target = target.float()
+        return torch.stack([(probs * target).sum(), probs.sum() + target.sum()])
+
+
+def dice_from_sums(sums: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """``1 - (2 I + smooth) / (T + smooth)`` from :func:`dice_sums` (of a batch, or added over a split)."""
+    return 1.0 - (2.0 * sums[0] + smooth) / (sums[1] + smooth)
+
+
 def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
     """Soft Dice loss over the whole batch, in float32.
 
@@ -23,12 +37,7 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1
     prediction and growing with the false-positive mass, and a batch with change is scored by
     its overlap as usual.
     """
-    with torch.autocast(device_type=logits.device.type, enabled=False):
-        probs = torch.sigmoid(logits.float())
-        target = target.float()
-        inter = (probs * target).sum()
-        total = probs.sum() + target.sum()
-        return 1.0 - (2.0 * inter + smooth) / (total + smooth)
+    return dice_from_sums(dice_sums(logits, target), smooth)
 
 
 class BCEDiceLoss(nn.Module):
@@ -39,17 +48,39 @@ class BCEDiceLoss(nn.Module):
         pos_weight: weight of positive (change) pixels in BCE; ``None`` = 1. A common choice is
             the ratio of unchanged to changed pixels, capped (e.g. 5-10) for stability.
         smooth: Dice smoothing, see :func:`soft_dice_loss`.
+
+    Evaluation scores a whole split with the same formula (:meth:`split_sums` added over the
+    batches, then :meth:`from_sums`): the mean BCE over every pixel of the split plus the Dice of
+    the split, whatever the batch size.
     """
 
     def __init__(self, dice_weight: float = 1.0, pos_weight: float | None = None, smooth: float = 1.0) -> None:
         super().__init__()
         self.dice_weight = dice_weight
         self.smooth = smooth
-        self.register_buffer("pos_weight", torch.tensor(pos_weight) if pos_weight is not None else None)
+        # Not saved in checkpoints: the run's config sets it (and a resume refuses another value).
+        weight = torch.tensor(float(pos_weight)) if pos_weight is not None else None
+        self.register_buffer("pos_weight", weight, persistent=False)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         # F.binary_cross_entropy_with_logits is autocast to float32 already.
         loss = F.binary_cross_entropy_with_logits(logits, target.to(logits.dtype), pos_weight=self.pos_weight)
         if self.dice_weight:
             loss = loss + self.dice_weight * soft_dice_loss(logits, target, self.smooth)
+        return loss
+
+    def split_sums(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """(4,) float32 sums over the batch: BCE over its pixels, the pixels, Dice's intersection and total."""
+        with torch.autocast(device_type=logits.device.type, enabled=False):
+            bce = F.binary_cross_entropy_with_logits(
+                logits.float(), target.float(), pos_weight=self.pos_weight, reduction="sum"
+            )
+        pixels = torch.tensor(float(target.numel()), device=logits.device)
+        return torch.cat([torch.stack([bce, pixels]), dice_sums(logits, target)])
+
+    def from_sums(self, sums: torch.Tensor) -> torch.Tensor:
+        """The loss of everything :meth:`split_sums` was added over."""
+        loss = sums[0] / sums[1]
+        if self.dice_weight:
+            loss = loss + self.dice_weight * dice_from_sums(sums[2:], self.smooth)
         return loss

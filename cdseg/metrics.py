@@ -51,6 +51,23 @@ def change_metrics(threshold: float = 0.5) -> MetricCollection:
     )
 
 
+class SplitSums(Metric):
+    """A vector of ``size`` sums added over every batch of a split (and over DDP ranks): the
+    loss's :meth:`cdseg.losses.BCEDiceLoss.split_sums`, from which the split's loss is computed."""
+
+    full_state_update = False
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.add_state("sums", default=torch.zeros(size), dist_reduce_fx="sum")
+
+    def update(self, sums: Tensor) -> None:
+        self.sums += sums.to(self.sums)
+
+    def compute(self) -> Tensor:
+        return self.sums
+
+
 class ObjectMetrics(Metric):
     """:func:`object_counts` summed over every image of a split (and over DDP ranks); ``compute()``
     gives the counts and :func:`object_scores`. Update with (B, 1, H, W) probabilities and targets."""

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from cdseg.errors import CdsegError
-from cdseg.metrics import ObjectMetrics, change_metrics, pr_curve
+from cdseg.metrics import ObjectMetrics, SplitSums, change_metrics, pr_curve
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
@@ -58,6 +58,11 @@ class ChangeDetectionModule(L.LightningModule):
         # Precision-recall curves of val and test, recorded only when asked (train.py: after fitting).
         self.record_curves = False
         self.val_curve, self.test_curve = pr_curve(), pr_curve()
+        # A loss that can score a whole split (BCEDiceLoss.split_sums) gives val/loss and test/loss of
+        # the split, not a mean of batch losses (which would depend on the batch size through Dice).
+        self.split_loss = hasattr(loss, "split_sums") and hasattr(loss, "from_sums")
+        if self.split_loss:
+            self.val_loss_sums, self.test_loss_sums = SplitSums(4), SplitSums(4)
 
     def set_threshold(self, threshold: float) -> None:
         """The threshold every metric applies from now on (calibration sets the val-optimal one)."""
@@ -72,27 +77,38 @@ class ChangeDetectionModule(L.LightningModule):
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return self.net(a, b)
 
-    def _step(self, batch: dict[str, Any], stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def _step(self, batch: dict[str, Any], stage: str) -> tuple[torch.Tensor | None, torch.Tensor]:
         logits = self(batch["A"], batch["B"])
-        loss = self.loss(logits, batch["mask"])
         metrics = getattr(self, f"{stage}_metrics")
         probs = torch.sigmoid(logits.detach().float())
         metrics.update(probs, batch["mask"].long())
         if self.record_curves and stage != "train":
             getattr(self, f"{stage}_curve").update(probs, batch["mask"].long())
         bs = batch["A"].shape[0]
-        # Evaluation ranks may hold different numbers of samples; the epoch mean is reduced over them.
-        self.log(
-            f"{stage}/loss",
-            loss,
-            on_step=stage == "train",
-            on_epoch=True,
-            prog_bar=True,
-            batch_size=bs,
-            sync_dist=stage != "train",
-        )
+        loss = None
+        if stage != "train" and self.split_loss:
+            getattr(self, f"{stage}_loss_sums").update(self.loss.split_sums(logits.detach(), batch["mask"]))
+        else:
+            loss = self.loss(logits, batch["mask"])
+            # Evaluation ranks may hold different numbers of samples; the epoch mean is reduced over them.
+            self.log(
+                f"{stage}/loss",
+                loss,
+                on_step=stage == "train",
+                on_epoch=True,
+                prog_bar=True,
+                batch_size=bs,
+                sync_dist=stage != "train",
+            )
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=bs)
         return loss, logits
+
+    def _log_split_loss(self, stage: str) -> None:
+        if self.split_loss:
+            sums = getattr(self, f"{stage}_loss_sums")
+            # compute() already sums over every rank.
+            self.log(f"{stage}/loss", self.loss.from_sums(sums.compute()), prog_bar=True, sync_dist=False)
+            sums.reset()
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self._step(batch, "train")[0]
@@ -107,11 +123,15 @@ class ChangeDetectionModule(L.LightningModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._step(batch, "val")
 
+    def on_validation_epoch_end(self) -> None:
+        self._log_split_loss("val")
+
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         logits = self._step(batch, "test")[1]
         self.test_objects.update(torch.sigmoid(logits.detach().float()), batch["mask"])
 
     def on_test_epoch_end(self) -> None:
+        self._log_split_loss("test")
         # compute() already sums the counts over every rank.
         for name, value in self.test_objects.compute().items():
             self.log(f"test/{name}", float(value), sync_dist=False)
@@ -120,6 +140,12 @@ class ChangeDetectionModule(L.LightningModule):
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         """(B, 1, H, W) change probabilities."""
         return torch.sigmoid(self(batch["A"], batch["B"]).float())
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Checkpoints from before BCEDiceLoss's pos_weight left the state dict still hold it; the
+        # config sets it now. "current_model_state": the raw weights an EMA run keeps beside its average.
+        for key in ("state_dict", "current_model_state"):
+            checkpoint.get(key, {}).pop("loss.pos_weight", None)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         bad = [name for name, p in self.named_parameters() if not torch.isfinite(p).all()]

@@ -12,7 +12,8 @@ from cdseg.errors import ConfigError
 
 class WarmupCosine(torch.optim.lr_scheduler.LambdaLR):
     """Linear warmup from ``1 / warmup_steps`` of the base learning rate to all of it over
-    ``warmup_steps``, then cosine decay to ``min_lr_ratio`` x base at ``total_steps``, held after.
+    ``warmup_steps``, then cosine decay to ``min_lr_ratio`` x base at the last of ``total_steps``
+    (step ``total_steps - 1``, counted from 0), held after.
 
     Args:
         optimizer: the optimiser whose learning rates it scales.
@@ -34,10 +35,14 @@ class WarmupCosine(torch.optim.lr_scheduler.LambdaLR):
         if not 0 <= warmup_steps < total_steps:
             raise ConfigError(f"scheduler.warmup_steps must be in [0, {total_steps}), got {warmup_steps!r}")
 
+        # The factor of optimizer step ``step`` (0-based): the warmup's last step is at the base rate,
+        # and the cosine runs from there to the floor at the run's last step, total_steps - 1.
+        peak = max(warmup_steps - 1, 0)
+
         def factor(step: int) -> float:
             if step < warmup_steps:
                 return (step + 1) / warmup_steps
-            progress = min((step - warmup_steps) / (total_steps - warmup_steps), 1.0)
+            progress = min((step - peak) / max(total_steps - 1 - peak, 1), 1.0)
             return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
         super().__init__(optimizer, factor)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+from hydra.utils import instantiate
 
 from cdseg.data import ChangeDetectionDataModule
 from cdseg.data.sampler import SeededSampler
@@ -34,9 +35,7 @@ def test_ddp_metrics_equal_single_process_on_7_images(tmp_path: Path) -> None:
 
     # The same checkpoint, scored by one process over the whole split.
     net, config = load_checkpoint(ddp["best_checkpoint"])
-    module = ChangeDetectionModule(
-        net, config and __import__("torch").nn.BCEWithLogitsLoss(), None, threshold=config["threshold"]
-    )
+    module = ChangeDetectionModule(net, instantiate(config["loss"]), None, threshold=config["threshold"])
     dm = ChangeDetectionDataModule(str(data), batch_size=8, eval_batch_size=3)
     trainer = L.Trainer(
         accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_checkpointing=False
@@ -46,6 +45,9 @@ def test_ddp_metrics_equal_single_process_on_7_images(tmp_path: Path) -> None:
     for k in SCORES:
         assert ddp["val"][f"val/{k}"] == pytest.approx(single_val[f"val/{k}"], abs=1e-7), k
         assert ddp["test"][f"test/{k}"] == pytest.approx(single_test[f"test/{k}"], abs=1e-7), k
+    # The loss of the split, at batch 2 on each of two ranks and at batch 3 in one process.
+    assert ddp["val"]["val/loss"] == pytest.approx(single_val["val/loss"], rel=1e-5)
+    assert ddp["test"]["test/loss"] == pytest.approx(single_test["test/loss"], rel=1e-5)
 
 
 def test_ddp_ranks_stop_at_the_same_step_when_one_is_interrupted(tmp_path: Path) -> None:

@@ -99,6 +99,30 @@ def test_module_metrics_equal_numpy_over_the_whole_split(tiny_data: Path) -> Non
     assert {k: got[f"val/{k}"] for k in want} == pytest.approx(want, abs=1e-5)
 
 
+def test_the_split_loss_is_the_loss_of_the_whole_split_at_any_batch_size(tiny_data: Path) -> None:
+    import lightning as L
+
+    from cdseg.losses import BCEDiceLoss
+
+    loss = BCEDiceLoss(pos_weight=3.0)
+    got = {}
+    for batch in (1, 3, 8):  # 8 val images: 8 batches, 3+3+2, one batch
+        dm = ChangeDetectionDataModule(str(tiny_data), batch_size=batch, mean=None, std=None)
+        module = ChangeDetectionModule(RedDifference(), loss, torch.optim.SGD)
+        trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_checkpointing=False)
+        got[batch] = trainer.validate(module, datamodule=dm, verbose=False)[0]["val/loss"]
+        assert trainer.test(module, datamodule=dm, verbose=False)[0]["test/loss"] != got[batch]  # another split
+
+    dates, masks = [], []
+    for name in sorted(p.name for p in (tiny_data / "val" / "A").iterdir()):
+        dates.append([np.asarray(Image.open(tiny_data / "val" / d / name), np.float32) / 255 for d in ("A", "B")])
+        masks.append(np.asarray(Image.open(tiny_data / "val" / "label" / name)) > 0)
+    a, b = (torch.from_numpy(np.stack([d[i] for d in dates])).permute(0, 3, 1, 2) for i in (0, 1))
+    with torch.no_grad():
+        whole = loss(RedDifference()(a, b), torch.from_numpy(np.stack(masks)).float()[:, None])
+    assert got == pytest.approx({1: float(whole), 3: float(whole), 8: float(whole)}, rel=1e-5)
+
+
 def _mask(shape: tuple[int, int], *boxes: tuple[int, int, int, int]) -> np.ndarray:
     out = np.zeros(shape, bool)
     for top, left, bottom, right in boxes:

@@ -570,3 +570,15 @@ def test_a_run_stopped_by_max_steps_inside_an_epoch_goes_on_exactly_when_lengthe
     assert_same_state(
         straight, run(tiny_data, tmp_path / "run", *cfg, "+trainer.max_steps=9", f"ckpt_path={tmp_path / 'run'}")
     )
+
+
+def test_checkpoints_that_hold_the_loss_weight_still_resume(tiny_data: Path, tmp_path: Path) -> None:
+    # BCEDiceLoss's pos_weight once was part of the state dict (and of an EMA run's raw weights): the
+    # config sets it now, and such checkpoints resume.
+    options = ("scheduler=none", "loss.pos_weight=3", "callbacks=ema")
+    ckpt = run(tiny_data, tmp_path, "trainer.max_epochs=1", *options)
+    assert not any("pos_weight" in key for key in [*ckpt["state_dict"], *ckpt["current_model_state"]])
+    for key in ("state_dict", "current_model_state"):
+        ckpt[key]["loss.pos_weight"] = torch.tensor(3)
+    torch.save(ckpt, tmp_path / "checkpoints" / "last.ckpt")
+    assert run(tiny_data, tmp_path, "trainer.max_epochs=2", *options, f"ckpt_path={tmp_path}")["epoch"] == 1

@@ -24,10 +24,17 @@ def factors(steps: int, **options) -> list[float]:
 
 def test_warmup_then_cosine_to_the_floor() -> None:
     f = factors(14, total_steps=12, warmup_steps=4, min_lr_ratio=0.1)
-    assert f[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
-    assert f[4] == pytest.approx(1.0) and f[8] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 2)))
-    assert all(a >= b for a, b in zip(f[4:], f[5:], strict=False))  # decays monotonically
-    assert f[12:] == pytest.approx([0.1, 0.1])  # held at the floor after total_steps
+    assert f[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])  # the base rate on the warmup's last step only
+    assert f[4] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 8)))
+    assert f[7] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 2)))  # halfway from step 3 to 11
+    assert all(a > b for a, b in zip(f[3:11], f[4:12], strict=True))  # decays strictly
+    assert f[11:] == pytest.approx([0.1, 0.1, 0.1])  # the floor on the run's last step (11), held after
+
+
+def test_without_warmup_the_first_step_is_at_the_base_rate() -> None:
+    f = factors(5, total_steps=5, warmup_steps=0, min_lr_ratio=0.0)
+    assert f == pytest.approx([1.0, 0.5 * (1 + math.cos(math.pi / 4)), 0.5, 0.5 * (1 + math.cos(3 * math.pi / 4)), 0.0])
+    assert factors(2, total_steps=1, warmup_steps=0, min_lr_ratio=0.2) == pytest.approx([1.0, 0.2])
 
 
 @pytest.mark.parametrize(

@@ -96,6 +96,7 @@ def load_encoder_weights(encoder: nn.Module, name: str, weights: str) -> None:
         source = weights
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ConfigError(f"{source}: not a state dict (a mapping of names to tensors) but a {type(state).__name__}")
+
     # The classifier (fc.*) is not used, and BatchNorm's num_batches_tracked counters are not weights
     # (torchvision's ImageNet files predate them; load_state_dict fills them in): both left out here.
     def kept(key: str) -> bool:
