@@ -25,6 +25,7 @@ fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,power.limit,driver_version --format=csv >"$out/gpu.csv" ||
   echo "nvidia-smi failed; going on" >&2
+df -h /dev/shm || true  # loader workers hand batches over through it: a small one fails host-side rows
 "$python" -c "import hydra, lightning, torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda, \
 'Lightning', lightning.__version__, 'Hydra', hydra.__version__, 'GPU:', torch.cuda.is_available())"
 timeout --signal=INT --kill-after=20 $((${budget%.*} + 150)) "$python" benchmarks/run.py \

@@ -57,7 +57,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from model_card import ROOT, compose_train, size_and_speed
 from omegaconf import OmegaConf
-from timing import median_seconds
+from timing import median_seconds, synchronize
 from torch.utils.flop_counter import FlopCounterMode
 
 from cdseg.atomic_write import write_png, write_text
@@ -135,10 +135,13 @@ class StepTimer(L.Callback):
 
     def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
         if trainer.global_step == self.warmup:
+            synchronize()  # the warm-up steps' queued GPU work is not timed
             self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
         if trainer.global_step > self.warmup:
+            if trainer.global_step >= trainer.max_steps:
+                synchronize()  # the last step's queued GPU work is timed
             StepTimer.last = {"steps": trainer.global_step - self.warmup, "seconds": time.perf_counter() - self._start}
 
 
@@ -167,6 +170,7 @@ def plain_rate(overrides: list[str], warmup: int, steps: int, batch: int) -> flo
     while done < warmup + steps:
         for batch_ in datamodule.train_dataloader():
             if done == warmup:
+                synchronize()
                 start = time.perf_counter()
             a, b, mask = (batch_[k].to(device, non_blocking=True) for k in ("A", "B", "mask"))
             optimizer.zero_grad(set_to_none=True)
@@ -175,8 +179,7 @@ def plain_rate(overrides: list[str], warmup: int, steps: int, batch: int) -> flo
             done += 1
             if done == warmup + steps:
                 break
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    synchronize()
     return steps * batch / (time.perf_counter() - start)
 
 
@@ -240,6 +243,7 @@ def section_matrix(args: argparse.Namespace, work: Path) -> Iterator[dict[str, A
             f"data.batch_size={batch}",
             "data.crop_size=null",
             "data.cache=ram",
+            f"data.pin_memory={cuda}",  # as data=levir on a GPU
             "data.num_workers=auto",
             "data.persistent_workers=true",
             "data.vflip=0.5",
@@ -326,7 +330,9 @@ def section_flops(args: argparse.Namespace, work: Path) -> Iterator[dict[str, An
     tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     try:
-        peak = matmul_peak(args.matmul_n, torch.float32, device, args.repeats)
+        # On a GPU a 2048 matmul takes a fraction of a millisecond, too short to time against the clock.
+        n = max(args.matmul_n, 8192) if device.type == "cuda" and not args.quick else args.matmul_n
+        peak = matmul_peak(n, torch.float32, device, args.repeats)
         for name, fn, mode in (("training step", train_step, net.train), ("inference", infer, net.eval)):
             mode()
             with FlopCounterMode(display=False) as counter:

@@ -16,15 +16,15 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 0) -> f
         fn()
     times = []
     for _ in range(repeats):
-        _synchronize()
+        synchronize()
         start = time.perf_counter()
         fn()
-        _synchronize()
+        synchronize()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
-def _synchronize() -> None:
+def synchronize() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
 

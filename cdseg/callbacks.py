@@ -57,7 +57,9 @@ def _ema_step(
     decay: float, warmup: bool, average: torch.Tensor, current: torch.Tensor, n: torch.Tensor
 ) -> torch.Tensor:
     """One EMA update after ``n`` earlier ones; tensor arithmetic only, so no device sync per parameter."""
-    d = torch.clamp((1 + n) / (10 + n), max=decay) if warmup else torch.tensor(decay, device=average.device)
+    if not warmup:
+        return average + (current - average) * (1 - decay)
+    d = torch.clamp((1 + n) / (10 + n), max=decay)
     return average + (current - average) * (1 - d).to(average.dtype)
 
 

@@ -75,7 +75,7 @@ class BCEDiceLoss(nn.Module):
             bce = F.binary_cross_entropy_with_logits(
                 logits.float(), target.float(), pos_weight=self.pos_weight, reduction="sum"
             )
-        pixels = torch.tensor(float(target.numel()), device=logits.device)
+        pixels = torch.full((), float(target.numel()), device=logits.device)  # a fill: no copy, no wait
         return torch.cat([torch.stack([bce, pixels]), dice_sums(logits, target)])
 
     def from_sums(self, sums: torch.Tensor) -> torch.Tensor:
