@@ -3,10 +3,11 @@
 #
 #     benchmarks/gpu.sh OUT_DIR [WHEELS_DIR]
 #
-# runs benchmarks/run.py's flops, predict and matrix sections; OUT_DIR gets bench-gpu.json (rewritten after
-# every row, so a run cut short keeps what it measured), bench-gpu.log and gpu.csv (nvidia-smi's view of the
-# card). BENCH_BUDGET (seconds, default 330) is when no new measurement starts; the command is stopped 150 s
-# after it; BENCH_ARGS adds arguments to run.py (--quick for a smoke run). It runs from the source tree,
+# runs benchmarks/run.py's flops, predict and matrix sections; OUT_DIR gets bench-gpu.json (rewritten
+# after every row, so a run cut short keeps what it measured), bench-gpu.log, gpu.csv (nvidia-smi's
+# view of the card) and shm.txt (the size of /dev/shm). BENCH_BUDGET (seconds, default 330) is when no
+# new measurement starts; the command is stopped 150 s after it; BENCH_ARGS adds arguments to run.py
+# (--quick for a smoke run). It runs from the source tree,
 # without installing cdseg. On an offline machine that has PyTorch, Lightning and torchmetrics but not
 # Hydra, WHEELS_DIR is a folder of wheels made where there is a network:
 #
@@ -25,7 +26,7 @@ fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,power.limit,driver_version --format=csv >"$out/gpu.csv" ||
   echo "nvidia-smi failed; going on" >&2
-df -h /dev/shm || true  # loader workers hand batches over through it: a small one fails host-side rows
+df -h /dev/shm | tee "$out/shm.txt" || true  # loader workers hand batches over through it: a small one fails host-side rows
 "$python" -c "import hydra, lightning, torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda, \
 'Lightning', lightning.__version__, 'Hydra', hydra.__version__, 'GPU:', torch.cuda.is_available())"
 timeout --signal=INT --kill-after=20 $((${budget%.*} + 150)) "$python" benchmarks/run.py \

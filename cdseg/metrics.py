@@ -62,7 +62,10 @@ class SplitSums(Metric):
         self.add_state("sums", default=torch.zeros(size), dist_reduce_fx="sum")
 
     def update(self, sums: Tensor) -> None:
-        self.sums += sums.to(self.sums)
+        # Float32 whatever the module's dtype: under trainer.precision=16-true or bf16-true Lightning
+        # casts every floating state with .to(dtype), and a half sum overflows (a 192^2 batch of two
+        # is 73,728 pixels, over float16's 65,504) or stops growing (bfloat16, past 256 equal terms).
+        self.sums = self.sums.float() + sums.to(self.sums.device, torch.float32)
 
     def compute(self) -> Tensor:
         return self.sums

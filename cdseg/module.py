@@ -103,6 +103,10 @@ class ChangeDetectionModule(L.LightningModule):
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=bs)
         return loss, logits
 
+    def _reset_split_loss(self, stage: str) -> None:
+        if self.split_loss:  # what an evaluation cut short left behind
+            getattr(self, f"{stage}_loss_sums").reset()
+
     def _log_split_loss(self, stage: str) -> None:
         if self.split_loss:
             sums = getattr(self, f"{stage}_loss_sums")
@@ -123,12 +127,18 @@ class ChangeDetectionModule(L.LightningModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._step(batch, "val")
 
+    def on_validation_epoch_start(self) -> None:
+        self._reset_split_loss("val")
+
     def on_validation_epoch_end(self) -> None:
         self._log_split_loss("val")
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         logits = self._step(batch, "test")[1]
         self.test_objects.update(torch.sigmoid(logits.detach().float()), batch["mask"])
+
+    def on_test_epoch_start(self) -> None:
+        self._reset_split_loss("test")
 
     def on_test_epoch_end(self) -> None:
         self._log_split_loss("test")

@@ -13,7 +13,7 @@ from cdseg.errors import ConfigError
 class WarmupCosine(torch.optim.lr_scheduler.LambdaLR):
     """Linear warmup from ``1 / warmup_steps`` of the base learning rate to all of it over
     ``warmup_steps``, then cosine decay to ``min_lr_ratio`` x base at the last of ``total_steps``
-    (step ``total_steps - 1``, counted from 0), held after.
+    (step ``total_steps - 1``, counted from 0; a run of one step takes it at the base rate), held after.
 
     Args:
         optimizer: the optimiser whose learning rates it scales.

@@ -175,3 +175,15 @@ def test_object_metrics_sum_over_the_split() -> None:
         "objects_true": 3,
         "objects_pred": 2,
     }
+
+
+def test_split_sums_stay_float32_when_the_module_goes_half() -> None:
+    from cdseg.metrics import SplitSums
+
+    for dtype in (torch.float16, torch.bfloat16):  # what trainer.precision=16-true / bf16-true does to states
+        sums = SplitSums(2).to(dtype=dtype)
+        for _ in range(2):
+            for _ in range(1000):
+                sums.update(torch.tensor([1.0, 73728.0]))  # a 192^2 batch of two: past float16's range
+            assert sums.compute().tolist() == [1000.0, 73728000.0] and sums.compute().dtype == torch.float32
+            sums.reset()

@@ -3,6 +3,7 @@ or a clear error offline), a local file checked against the architecture, and th
 
 import socket
 from pathlib import Path
+from urllib.error import URLError
 
 import pytest
 import torch
@@ -130,12 +131,41 @@ def test_torchvisions_file_passed_by_path_needs_imagenet_normalised_inputs(offli
     SiameseResNet(weights=str(tmp_path / "mine.pth"), input_mean=[0.5] * 3, input_std=[0.5] * 3)
 
 
-def test_behind_a_proxy_the_download_is_tried_and_its_failure_explained(
+def test_behind_a_proxy_the_proxy_is_checked_and_a_failed_download_explained(
     offline: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # a proxy that refuses every connection
-    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
-    with pytest.raises(ConfigError, match=f"cannot be reached. Download .*resnet18.* and put it at {offline}"):
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    for variable in ("https_proxy", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(variable, raising=False)
+    with pytest.raises(ConfigError, match=r"the proxy http://proxy.example:3128 cannot be reached. Download"):
+        SiameseResNet(weights="imagenet", **IMAGENET)  # the fixture refuses every connection
+
+    tried = []
+
+    class Connection:
+        def close(self) -> None:
+            pass
+
+    def connect(address, timeout=None):
+        tried.append(address)
+        return Connection()
+
+    def download(url, dst, *args, **kwargs):
+        tried.append(url)
+        raise URLError("certificate verify failed")  # a TLS-intercepting proxy, say
+
+    monkeypatch.setattr(socket, "create_connection", connect)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", download)
+    with pytest.raises(ConfigError, match=r"its download through the proxy .* failed \(URLError: certificate verify"):
+        SiameseResNet(weights="imagenet", **IMAGENET)
+    assert tried == [("proxy.example", 3128), models.ResNet18_Weights.DEFAULT.url]
+    assert not offline.exists()
+
+    def stalled(url, dst, *args, **kwargs):
+        raise TimeoutError("timed out")  # any failure of a download is named as one, not as a bad cache file
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", stalled)
+    with pytest.raises(ConfigError, match=r"its download through the proxy .* failed \(TimeoutError: timed out\)"):
         SiameseResNet(weights="imagenet", **IMAGENET)
 
 

@@ -45,12 +45,18 @@ def channel_exchange(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, to
 EXCHANGES = {"spatial": spatial_exchange, "channel": channel_exchange}
 
 
-def _reachable(url: str, timeout: float = 3.0) -> bool:
-    """Whether the weights' host answers; behind a proxy the download itself is the only test."""
-    if any(os.environ.get(v) for v in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")):
-        return True
+def _route(url: str) -> tuple[str, int, str]:
+    """(host, port, how) of the first hop of a download of ``url``: the HTTPS proxy when one is set."""
+    for variable in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        if proxy := os.environ.get(variable):
+            parsed = urlparse(proxy if "://" in proxy else f"http://{proxy}")
+            return parsed.hostname or "", parsed.port or (443 if parsed.scheme == "https" else 80), f"the proxy {proxy}"
+    return urlparse(url).hostname or "", 443, urlparse(url).hostname or url
+
+
+def _reachable(host: str, port: int, timeout: float = 3.0) -> bool:
     try:
-        socket.create_connection((urlparse(url).hostname, 443), timeout=timeout).close()
+        socket.create_connection((host, port), timeout=timeout).close()
         return True
     except OSError:
         return False
@@ -68,18 +74,24 @@ def load_encoder_weights(encoder: nn.Module, name: str, weights: str) -> None:
     if weights == "imagenet":
         api = ENCODERS[name][1].DEFAULT
         cached = Path(torch.hub.get_dir()) / "checkpoints" / imagenet_file_name(name)
-        offline = (
-            f"model.weights=imagenet: the ImageNet weights of {name} are not in the torch hub cache and "
-            f"{urlparse(api.url).hostname} cannot be reached. Download {api.url} on a machine with internet "
-            f"and put it at {cached} (or set TORCH_HOME), or pass the file: model.weights=/path/to/{cached.name}"
-        )
-        if not cached.is_file() and not _reachable(api.url):
-            raise ConfigError(offline)
+        host, port, how = _route(api.url)
+
+        def offline(why: str) -> ConfigError:
+            return ConfigError(
+                f"model.weights=imagenet: the ImageNet weights of {name} are not in the torch hub cache and "
+                f"{why}. Download {api.url} on a machine with internet and put it at {cached} (or set "
+                f"TORCH_HOME), or pass the file: model.weights=/path/to/{cached.name}"
+            )
+
+        downloading = not cached.is_file()
+        if downloading and not _reachable(host, port):
+            raise offline(f"{how} cannot be reached")
         try:
             state = api.get_state_dict(progress=False, check_hash=True, weights_only=True)
-        except URLError:
-            raise ConfigError(offline) from None
-        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
+        except Exception as e:  # a failed download (any kind), else a cached file that does not load
+            if downloading:
+                reason = e.reason if isinstance(e, URLError) else e
+                raise offline(f"its download through {how} failed ({type(e).__name__}: {reason})") from None
             raise ConfigError(
                 f"model.weights=imagenet: {cached} is not a readable state dict ({type(e).__name__}: {e}); "
                 "delete it and download it again"

@@ -8,8 +8,7 @@ each scale into a one-channel attention mask; the decoder upsamples the coarsest
 multiplies them by each finer scale's mask. Changed here: the ImageNet-pretrained EfficientNet-B4 slice
 becomes a smaller encoder of the same kind of block (MBConv: inverted residual, squeeze-excitation,
 SiLU) trained from scratch; the decoder upsamples to the finer scale's size (bilinear,
-``align_corners=False``) rather than by a fixed factor of 2 with ``align_corners=True``, so odd sizes
-line up; every mask's pixelwise layers halve the width (C -> C/2 -> C/4 -> 1, with one PReLU slope
+``align_corners=False``) rather than by a fixed factor of 2 with ``align_corners=True``; every mask's pixelwise layers halve the width (C -> C/2 -> C/4 -> 1, with one PReLU slope
 per channel) where TinyCD widens the full-resolution mask to 3 -> 10 -> 5 -> 1 with one shared slope;
 and BatchNorm replaces InstanceNorm so the output of a pixel does not depend on the statistics of
 whatever tile it is predicted in. The block matters: with MobileNetV2 blocks (ReLU6, no
@@ -101,7 +100,7 @@ class MaskAttention(nn.Module):
 
 
 class UpMask(nn.Sequential):
-    """x2 bilinear upsampling, times the finer scale's mask, then a depthwise 3x3 and a 1x1 convolution."""
+    """Bilinear upsampling to the finer scale's size, times its mask, then a depthwise 3x3 and a 1x1 convolution."""
 
     def __init__(self, in_ch: int, out_ch: int) -> None:
         super().__init__(
