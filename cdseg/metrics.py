@@ -9,32 +9,53 @@ from torch import Tensor
 from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import (
     BinaryAccuracy,
-    BinaryCohenKappa,
     BinaryF1Score,
-    BinaryJaccardIndex,
     BinaryPrecision,
     BinaryPrecisionRecallCurve,
     BinaryRecall,
+    BinaryStatScores,
 )
 
 from cdseg.scores import OBJECT_IOU, object_counts, object_scores
 
 
-class CohenKappa(BinaryCohenKappa):
-    """Cohen's kappa that is 0, not NaN, when chance agreement is 1 (truth and prediction one class)."""
+class ChangeIoU(BinaryStatScores):
+    """IoU of the change class, ``TP / (TP + FP + FN)``, 0 when nothing is changed or predicted.
+
+    From the same four counts as F1, precision, recall and OA, so the collection updates one state
+    per batch (torchmetrics' compute groups) where the confusion-matrix IoU would add a second pass
+    and, on a GPU, a host sync (``bincount``)."""
 
     def compute(self) -> Tensor:
-        return torch.nan_to_num(super().compute(), nan=0.0)
+        tp, fp, _, fn = self._final_state()
+        den = tp + fp + fn
+        return torch.where(den > 0, tp / den.clamp(min=1), torch.zeros((), device=den.device)).float()
+
+
+class CohenKappa(BinaryStatScores):
+    """Cohen's kappa from the four counts, 0 (not NaN) when chance agreement is 1 (truth and
+    prediction one class). Computed once per split, in float64 on the host: the counts of a whole
+    split make products near 1e18."""
+
+    def compute(self) -> Tensor:
+        device = self.tp.device
+        tp, fp, tn, fn = (x.sum().to("cpu", torch.float64) for x in self._final_state())
+        n = tp + fp + tn + fn
+        observed = (tp + tn) / n
+        chance = ((tp + fp) * (tp + fn) + (fn + tn) * (fp + tn)) / n**2
+        kappa = (observed - chance) / (1 - chance) if chance < 1 else torch.zeros((), dtype=torch.float64)
+        return kappa.to(device, torch.float32)
 
 
 def change_metrics(threshold: float = 0.5) -> MetricCollection:
     """F1, IoU, precision, recall, overall accuracy (OA) and Cohen's kappa of the change class.
 
-    Feed probabilities (not logits) of shape (B, 1, H, W) and integer targets of the same shape.
-    Every metric sums true/false positives/negatives over all pixels of all batches and computes
-    once at the end, so the result is the split-level score, not a mean of per-batch scores.
-    Zero-division rule: a score whose denominator is zero is 0, never NaN (precision with no
-    predicted change, F1/IoU/recall on a split without change, kappa when chance agreement is 1).
+    Feed probabilities (not logits) of shape (B, 1, H, W), or predictions already thresholded as
+    integers (what training does: then no value check waits for the device), and integer targets of
+    the same shape. Every metric sums true/false positives/negatives over all pixels of all batches
+    and computes once at the end, so the result is the split-level score, not a mean of per-batch
+    scores. Zero-division rule: a score whose denominator is zero is 0, never NaN (precision with
+    no predicted change, F1/IoU/recall on a split without change, kappa when chance agreement is 1).
     """
     # Targets come from validated masks, so the per-update value checks (a torch.unique over
     # every pixel) are skipped.
@@ -42,7 +63,7 @@ def change_metrics(threshold: float = 0.5) -> MetricCollection:
     return MetricCollection(
         {
             "F1": BinaryF1Score(**args),
-            "IoU": BinaryJaccardIndex(**args),
+            "IoU": ChangeIoU(**args),
             "precision": BinaryPrecision(**args),
             "recall": BinaryRecall(**args),
             "OA": BinaryAccuracy(**args),

@@ -81,7 +81,9 @@ class ChangeDetectionModule(L.LightningModule):
         logits = self(batch["A"], batch["B"])
         metrics = getattr(self, f"{stage}_metrics")
         probs = torch.sigmoid(logits.detach().float())
-        metrics.update(probs, batch["mask"].long())
+        # Thresholded here, as torchmetrics would: given probabilities it first checks their range,
+        # which waits for the device on every step.
+        metrics.update((probs > self.threshold).long(), batch["mask"].long())
         if self.record_curves and stage != "train":
             getattr(self, f"{stage}_curve").update(probs, batch["mask"].long())
         bs = batch["A"].shape[0]
