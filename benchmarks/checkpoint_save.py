@@ -13,13 +13,12 @@ previous one).
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 from pathlib import Path
 
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
-from timing import alternated
+from timing import alternated, report
 
 from cdseg.models import SiameseUNet
 from cdseg.runs.checkpoint_io import SafeCheckpointIO
@@ -53,11 +52,7 @@ def main() -> None:
     print(
         f"checkpoint: base {args.base}, {size:.1f} MiB, in {args.dir}; {args.rounds} alternated rounds of {args.repeats} saves"
     )
-    medians = {name: statistics.median(t) for name, t in times.items()}
-    for name, t in times.items():
-        print(f"{name}: {', '.join(f'{x * 1000:.0f}' for x in t)} ms (median {medians[name] * 1000:.0f})")
-    lightning, safe = medians.values()
-    print(f"ratio safe / Lightning: {safe / lightning:.2f}x")
+    report(times, ("SafeCheckpointIO (atomic + fsync)", "TorchCheckpointIO (Lightning)"))
 
 
 if __name__ == "__main__":

@@ -11,10 +11,9 @@ train.py's rule of falling back from 16-mixed to 32-true on CPUs without native 
 from __future__ import annotations
 
 import argparse
-import statistics
 
 import torch
-from timing import alternated
+from timing import alternated, report
 
 from cdseg.models import SiameseUNet
 from cdseg.precision import cpu_has_native_bf16
@@ -48,10 +47,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, native bf16: {cpu_has_native_bf16()}")
     layout = "NCHW" if args.nchw else "channels_last"
     print(f"base {args.base}, batch {args.batch} x {args.size}^2, {layout}, {args.rounds} alternated rounds")
-    medians = {name: statistics.median(t) for name, t in times.items()}
-    for name, t in times.items():
-        print(f"{name}: {', '.join(f'{x:.3f}' for x in t)} s (median {medians[name]:.3f})")
-    print(f"ratio bf16/fp32: {medians['bf16 autocast'] / medians['float32']:.2f}x")
+    report(times, ("bf16 autocast", "float32"), unit="s")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,17 @@ def synchronize() -> None:
         torch.cuda.synchronize()
 
 
+def report(times: Mapping[str, list[float]], ratio: tuple[str, str], unit: str = "ms", label: str = "") -> None:
+    """Print each contender's per-round medians from :func:`alternated` in ``unit`` (``s`` or ``ms``),
+    with ``label`` after the unit, and the ratio ``ratio[0] / ratio[1]`` of their overall medians."""
+    scale = {"s": 1.0, "ms": 1e3}[unit]
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    for name, t in times.items():
+        rounds = ", ".join(f"{x * scale:.4g}" for x in t)
+        print(f"{name}: {rounds} {unit}{label} (median {medians[name] * scale:.4g})")
+    print(f"ratio {ratio[0]} / {ratio[1]}: {medians[ratio[0]] / medians[ratio[1]]:.2f}x")
+
+
 def alternated(contenders: Mapping[str, Callable[[], object]], rounds: int, repeats: int) -> dict[str, list[float]]:
     """Each contender's :func:`median_seconds` (one warm-up call) in every round, the order reversed
     from one round to the next, so that a slow spell of a shared machine, or going first, hits all."""

@@ -16,35 +16,23 @@ from torchmetrics.classification import (
     BinaryStatScores,
 )
 
-from cdseg.scores import OBJECT_IOU, object_counts, object_scores
+from cdseg.scores import OBJECT_IOU, object_counts, object_scores, scores_from_counts
 
 
-class ChangeIoU(BinaryStatScores):
-    """IoU of the change class, ``TP / (TP + FP + FN)``, 0 when nothing is changed or predicted.
+class CountScore(BinaryStatScores):
+    """One score of :func:`cdseg.scores.scores_from_counts` (``IoU``, ``kappa``, ...) from the four
+    pixel counts of the split, in exact integers on the host once per split, with its zero-division
+    rule (0, never NaN). On the same counts as F1, precision, recall and OA, the collection updates
+    one state per batch (torchmetrics' compute groups), where the confusion matrix of torchmetrics'
+    IoU and kappa would add a second pass and, on a GPU, a wait for the device (``bincount``)."""
 
-    From the same four counts as F1, precision, recall and OA, so the collection updates one state
-    per batch (torchmetrics' compute groups) where the confusion-matrix IoU would add a second pass
-    and, on a GPU, a host sync (``bincount``)."""
-
-    def compute(self) -> Tensor:
-        tp, fp, _, fn = self._final_state()
-        den = tp + fp + fn
-        return torch.where(den > 0, tp / den.clamp(min=1), torch.zeros((), device=den.device)).float()
-
-
-class CohenKappa(BinaryStatScores):
-    """Cohen's kappa from the four counts, 0 (not NaN) when chance agreement is 1 (truth and
-    prediction one class). Computed once per split, in float64 on the host: the counts of a whole
-    split make products near 1e18."""
+    def __init__(self, score: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.score = score
 
     def compute(self) -> Tensor:
-        device = self.tp.device
-        tp, fp, tn, fn = (x.sum().to("cpu", torch.float64) for x in self._final_state())
-        n = tp + fp + tn + fn
-        observed = (tp + tn) / n
-        chance = ((tp + fp) * (tp + fn) + (fn + tn) * (fp + tn)) / n**2
-        kappa = (observed - chance) / (1 - chance) if chance < 1 else torch.zeros((), dtype=torch.float64)
-        return kappa.to(device, torch.float32)
+        tp, fp, tn, fn = (int(x.sum()) for x in self._final_state())
+        return torch.tensor(scores_from_counts(tp, fp, fn, tn)[self.score], device=self.tp.device)
 
 
 def change_metrics(threshold: float = 0.5) -> MetricCollection:
@@ -63,11 +51,11 @@ def change_metrics(threshold: float = 0.5) -> MetricCollection:
     return MetricCollection(
         {
             "F1": BinaryF1Score(**args),
-            "IoU": ChangeIoU(**args),
+            "IoU": CountScore("IoU", **args),
             "precision": BinaryPrecision(**args),
             "recall": BinaryRecall(**args),
             "OA": BinaryAccuracy(**args),
-            "kappa": CohenKappa(**args),
+            "kappa": CountScore("kappa", **args),
         }
     )
 

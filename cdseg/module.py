@@ -106,7 +106,7 @@ class ChangeDetectionModule(L.LightningModule):
         return loss, logits
 
     def _reset_split_loss(self, stage: str) -> None:
-        if self.split_loss:  # what an evaluation cut short left behind
+        if self.split_loss:  # the last evaluation's sums, or what one cut short left behind
             getattr(self, f"{stage}_loss_sums").reset()
 
     def _log_split_loss(self, stage: str) -> None:
@@ -114,7 +114,6 @@ class ChangeDetectionModule(L.LightningModule):
             sums = getattr(self, f"{stage}_loss_sums")
             # compute() already sums over every rank.
             self.log(f"{stage}/loss", self.loss.from_sums(sums.compute()), prog_bar=True, sync_dist=False)
-            sums.reset()
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self._step(batch, "train")[0]
