@@ -31,7 +31,14 @@ from tqdm import tqdm
 
 from cdseg.atomic_write import write_npy, write_png, write_text
 from cdseg.config import require_values, threshold_problem
-from cdseg.data.dataset import ChangeDetectionDataset, Pair, extensions_problem, find_pairs
+from cdseg.data.dataset import (
+    DEFAULT_DIRS,
+    ChangeDetectionDataset,
+    Pair,
+    extensions_problem,
+    find_pairs,
+    folder_names,
+)
 from cdseg.errors import CdsegError, ConfigError, exit_1_on_error
 from cdseg.inference.geo import SceneOptions, check_scenes, predict_scenes
 from cdseg.inference.geo_read import is_georeferenced
@@ -62,7 +69,11 @@ def check_options(cfg: DictConfig) -> None:
         raise PredictError(str(e)) from None
     if cfg.save_probs not in (False, None, "png", "npy"):
         raise PredictError(f"save_probs must be false, png or npy, got {cfg.save_probs!r}")
-    wrong = extensions_problem(cfg.extensions, "extensions") or threshold_problem(cfg.threshold, optional=True)
+    wrong = (
+        extensions_problem(cfg.extensions, "extensions")
+        or folder_names("dirs", cfg.dirs, DEFAULT_DIRS)[1]
+        or threshold_problem(cfg.threshold, optional=True)
+    )
     if wrong:
         raise PredictError(wrong)
     if str(cfg.precision) not in AUTOCAST_DTYPES:
@@ -84,7 +95,7 @@ def collect_pairs(cfg: DictConfig) -> ChangeDetectionDataset:
     if cfg.input and (cfg.a or cfg.b or cfg.label):
         raise PredictError("give either input=<folder> or a=<file> b=<file> [label=<file>], not both")
     if cfg.input:
-        pairs = find_pairs(cfg.input, dict(cfg.dirs), list(cfg.extensions), require_label=False)
+        pairs = input_pairs(cfg)
     elif cfg.a or cfg.b:
         if not (cfg.a and cfg.b):
             raise PredictError(f"a single pair needs both dates: a={cfg.a} b={cfg.b}")
@@ -93,6 +104,12 @@ def collect_pairs(cfg: DictConfig) -> ChangeDetectionDataset:
         raise PredictError("nothing to predict: set input=<folder with A/ and B/>, or a=<file> b=<file>")
     unique_stems([(p.name, p.a) for p in pairs], "{}.png")
     return ChangeDetectionDataset(pairs)
+
+
+def input_pairs(cfg: DictConfig) -> list[Pair]:
+    """The pairs of ``input=``'s A/ and B/ (labels where there are)."""
+    dirs = folder_names("dirs", cfg.dirs, DEFAULT_DIRS)[0]  # check_options has refused a wrong one
+    return find_pairs(cfg.input, dirs, list(cfg.extensions), require_label=False)
 
 
 def unique_stems(pairs: list[tuple[str, Path]], written_as: str) -> None:
@@ -197,7 +214,7 @@ def scene_pairs(cfg: DictConfig) -> list[tuple[str, Path, Path]] | None:
     if mode is False or (cfg.input and (cfg.a or cfg.b)) or not (cfg.input or (cfg.a and cfg.b)):
         return None  # collect_pairs names what is missing or conflicting
     if cfg.input:
-        pairs = find_pairs(cfg.input, dict(cfg.dirs), list(cfg.extensions), False)
+        pairs = input_pairs(cfg)
         if mode == "auto" and pairs and is_georeferenced(pairs[0].a):  # a choice, not a silent drop
             raise PredictError(
                 f"{pairs[0].a} is georeferenced: set geo.scene=true to predict every pair of {cfg.input} as a"

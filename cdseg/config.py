@@ -60,15 +60,33 @@ def flatten(node: Any, sep: str = ".", prefix: str = "") -> dict[str, Any]:
     return {prefix[: -len(sep)]: node}
 
 
-def int_problem(key: str, value: Any, minimum: int = 1, optional: bool = False) -> str | None:
+SEED_MAX = 2**32 - 1  # Lightning's seed_everything refuses larger seeds
+
+
+def int_problem(
+    key: str, value: Any, minimum: int = 1, optional: bool = False, maximum: int | None = None
+) -> str | None:
     """What is wrong with an integer option (None when nothing), naming its key; ``optional``: a
     positive integer or null."""
     if optional and value is None:
         return None
-    if isinstance(value, int) and not isinstance(value, bool) and value >= minimum:
+    if (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and value >= minimum
+        and (maximum is None or value <= maximum)
+    ):
         return None
-    expected = "a positive integer or null" if optional else f"an integer >= {minimum}"
+    if optional:
+        expected = "a positive integer or null"
+    else:
+        expected = f"an integer >= {minimum}" if maximum is None else f"an integer from {minimum} to {maximum}"
     return f"{key} must be {expected}, got {value!r}"
+
+
+def bool_problem(key: str, value: Any) -> str | None:
+    """What is wrong with a true/false option (None when nothing), naming its key."""
+    return None if isinstance(value, bool) else f"{key} must be true or false, got {value!r}"
 
 
 def probability_problem(key: str, value: Any) -> str | None:
@@ -109,13 +127,11 @@ def run_problems(cfg: DictConfig, scores: Sequence[str]) -> list[str | None]:
         if metric not in allowed or mode not in ("max", "min") or (mode == "min") == (metric == "val/loss")
         else f"optimized_mode={mode} would keep the worst checkpoint: {metric} is "
         + ("a loss, set optimized_mode=min" if metric == "val/loss" else "a score, set optimized_mode=max"),
-        int_problem("seed", cfg.get("seed"), 0),  # every run is seeded: that is what makes it repeatable and resumable
+        int_problem(
+            "seed", cfg.get("seed"), 0, maximum=SEED_MAX
+        ),  # every run is seeded: that is what makes it repeatable and resumable
         threshold_problem(cfg.get("threshold")),
-        *(
-            f"{key} must be true or false, got {cfg.get(key)!r}"
-            for key in ("calibrate", "test", "resume_strict", "extend_schedule")
-            if not isinstance(cfg.get(key, False), bool)
-        ),
+        *(bool_problem(key, cfg.get(key, False)) for key in ("calibrate", "test", "resume_strict", "extend_schedule")),
     ]
     scheduler, trainer = cfg.get("scheduler") or {}, cfg.get("trainer") or {}
     if str(scheduler.get("_target_", "")).endswith("CosineAnnealingLR"):

@@ -125,7 +125,7 @@ def real_pairs(cfg: DictConfig, config: dict[str, Any]) -> tuple[str, list[tuple
             return f"none: the run's validation split {folder} is not on this machine", []
     if folder is None:
         return "none: the run trained on generated data; pairs=<folder> compares real ones", []
-    dirs = dict(data.get("dirs") or {"a": "A", "b": "B", "label": "label"})
+    dirs = dict(data.get("dirs") or {})
     dataset = ChangeDetectionDataset(find_pairs(folder, dirs, require_label=False)[: cfg.max_pairs])
     out = []
     for i in range(len(dataset)):

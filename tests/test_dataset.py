@@ -186,6 +186,51 @@ def test_extensions_without_their_dot_are_refused_naming_the_option(extensions) 
         ChangeDetectionDataModule(root="x", extensions=extensions)
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"dirs": "im1"},
+            r"data.dirs must map a, b, label to folder names, such as data.dirs=\{a: A, b: B, label: label\}",
+        ),
+        ({"dirs": {"a": "A", "mask": "m"}}, "data.dirs must map a, b, label to folder names"),
+        ({"splits": "valid"}, "data.splits must map train, val, test to folder names"),
+        ({"seed": "abc"}, "data.seed must be an integer from 0 to 4294967295, got 'abc'"),
+        ({"seed": 2**40}, "data.seed must be an integer from 0 to 4294967295"),
+        ({"pin_memory": "yes"}, "data.pin_memory must be true or false, got 'yes'"),
+        ({"persistent_workers": 3}, "data.persistent_workers must be true or false, got 3"),
+    ],
+)
+def test_wrongly_typed_loading_options_are_refused_naming_the_option(options: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        ChangeDetectionDataModule(root="x", **options)
+
+
+def test_a_folder_named_by_a_number_is_a_folder_name(tmp_path: Path) -> None:
+    for date in ("2019", "2020", "label"):  # data.dirs={a: 2019, b: 2020}: YAML reads the names as numbers
+        shutil.copytree(
+            make_split(tmp_path / "made") / {"2019": "A", "2020": "B"}.get(date, date), tmp_path / "train" / date
+        )
+    dm = ChangeDetectionDataModule(root=str(tmp_path), dirs={"a": 2019, "b": 2020}, batch_size=1)
+    assert dm.dirs == {"a": "2019", "b": "2020"}
+    assert len(dm._dataset("train")) == 2
+
+
+@pytest.mark.parametrize("cache", [None, "ram"])
+def test_bad_files_of_every_split_are_named_at_once(tiny_data: Path, tmp_path: Path, cache: str | None) -> None:
+    root = tmp_path / "d"
+    shutil.copytree(tiny_data, root)
+    bad = [sorted((root / split / "A").iterdir())[0] for split in ("train", "val", "test")]
+    for path in bad:
+        path.write_bytes(path.read_bytes()[:60])  # truncated
+    sorted((root / "val" / "B").iterdir())[1].unlink()  # and a missing partner
+    with pytest.raises(DatasetError) as error:
+        ChangeDetectionDataModule(root=str(root), cache=cache).setup("fit")
+    for path in bad:
+        assert f"{path}: unreadable image" in str(error.value)
+    assert "in A/label but missing from B" in str(error.value)
+
+
 def test_an_evaluation_split_smaller_than_the_world_is_refused(tiny_data: Path) -> None:
     from types import SimpleNamespace
 

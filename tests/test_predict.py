@@ -245,6 +245,7 @@ def test_real_levir_tiles(trained_run: dict, tmp_path: Path) -> None:
         ("tile_size=big", "tile_size must be an integer >= 1, got 'big'"),
         ("threshold=abc", "threshold must be a number in \\(0, 1\\) or null, got 'abc'"),
         ("device=foo", "device must be auto, cpu, cuda or cuda:<index>, got 'foo'"),
+        ("dirs=A", "dirs must map a, b, label to folder names"),
     ],
 )
 def test_bad_options_fail_before_any_output(

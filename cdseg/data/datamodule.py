@@ -14,9 +14,18 @@ from lightning.fabric.utilities.seed import pl_worker_init_function
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
 
-from cdseg.config import int_problem, raise_problems
+from cdseg.config import SEED_MAX, bool_problem, int_problem, raise_problems
 from cdseg.data.cache import CACHE_MODES, check_cache_memory
-from cdseg.data.dataset import DEFAULT_EXTENSIONS, ChangeDetectionDataset, DatasetError, extensions_problem, find_pairs
+from cdseg.data.dataset import (
+    DEFAULT_DIRS,
+    DEFAULT_EXTENSIONS,
+    DEFAULT_SPLITS,
+    ChangeDetectionDataset,
+    DatasetError,
+    extensions_problem,
+    folder_names,
+    scan_split,
+)
 from cdseg.data.device_augment import DeviceAugment, batch_generator
 from cdseg.data.duplicates import duplicate_pairs
 from cdseg.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, eval_transform, mean_std_problem, resize_problem
@@ -82,7 +91,14 @@ class ChangeDetectionDataModule(L.LightningDataModule):
         # Wrongly typed options fail here, all named at once, rather than deep inside a DataLoader.
         if num_workers == "auto":
             num_workers = auto_workers()
+        splits, splits_problem = folder_names("data.splits", splits, DEFAULT_SPLITS)
+        dirs, dirs_problem = folder_names("data.dirs", dirs, DEFAULT_DIRS)
         problems = [
+            splits_problem,
+            dirs_problem,
+            int_problem("data.seed", seed, 0, maximum=SEED_MAX),
+            bool_problem("data.pin_memory", pin_memory),
+            bool_problem("data.persistent_workers", persistent_workers),
             int_problem("data.batch_size", batch_size),
             int_problem("data.num_workers", num_workers, minimum=0),
             int_problem("data.eval_batch_size", eval_batch_size, optional=True),
@@ -107,7 +123,7 @@ class ChangeDetectionDataModule(L.LightningDataModule):
             "pin_memory": pin_memory,
             "persistent_workers": persistent_workers and num_workers > 0,
         }
-        self.splits = {"train": "train", "val": "val", "test": "test", **(splits or {})}
+        self.splits = {**DEFAULT_SPLITS, **(splits or {})}
         self.dirs = dirs
         self.extensions = tuple(extensions)
         self.resize = resize
@@ -172,9 +188,15 @@ class ChangeDetectionDataModule(L.LightningDataModule):
         needed = {"fit": ["train", "val", "test"], "validate": ["val"], "test": ["test"], "predict": ["test"]}[stage]
         if self.cache == "ram":
             self._check_cache([s for s in needed if s not in self.datasets and self.has_split(s)])
+        errors = []  # every split's bad files in one message, not one split per attempt
         for split in needed:
             if split in ("train", "val") or self.has_split(split):
-                self._dataset(split)
+                try:
+                    self._dataset(split)
+                except DatasetError as e:
+                    errors.append(str(e))
+        if errors:
+            raise DatasetError("\n".join(errors))
         world = self.trainer.world_size if self.trainer is not None else 1
         for split in ("val", "test"):  # a rank without a sample would never join the metrics' sync
             dataset = self.datasets.get(split)
@@ -190,7 +212,8 @@ class ChangeDetectionDataModule(L.LightningDataModule):
         """Before decoding anything: what the cache takes, refused when the machine lacks it."""
         if not splits or not self.root.is_dir():
             return  # _dataset() names a missing root or split
-        pairs = {s: find_pairs(self.root / self.splits[s], self.dirs, self.extensions) for s in splits}
+        # The complete pairs are what gets decoded; _dataset() names a file-set problem, in every split.
+        pairs = {s: scan_split(self.root / self.splits[s], self.dirs, self.extensions)[0] for s in splits}
         # Every process on this machine (a DDP rank each) holds a cache of its own. Rank 0 decides for
         # all, before any of them decodes: ranks checking one after another would each see less memory.
         copies = self.trainer.num_devices if self.trainer is not None else 1

@@ -13,7 +13,7 @@ Pixel rules:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -30,6 +30,8 @@ from cdseg.errors import CdsegError
 Image.MAX_IMAGE_PIXELS = None
 
 DEFAULT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+DEFAULT_DIRS = {"a": "A", "b": "B", "label": "label"}  # folder of each date and of the label in a split
+DEFAULT_SPLITS = {"train": "train", "val": "val", "test": "test"}
 _MAX_LISTED = 10  # problems listed in one error message
 
 
@@ -153,6 +155,21 @@ def extensions_problem(extensions: object, key: str = "data.extensions") -> str 
     return None
 
 
+def folder_names(key: str, value: object, defaults: dict[str, str]) -> tuple[dict[str, str] | None, str | None]:
+    """``data.dirs`` or ``data.splits`` checked and normalised: (the mapping with string values, or None
+    when null; what is wrong, or None). Keys must be among ``defaults``'; a number is a folder name
+    (``data.dirs={a: 2019, b: 2020}``)."""
+    if value is None:
+        return None, None
+    valid = isinstance(value, Mapping) and all(
+        k in defaults and isinstance(v, (str, int)) and not isinstance(v, bool) and str(v) for k, v in value.items()
+    )
+    if not valid:
+        example = "{" + ", ".join(f"{k}: {v}" for k, v in defaults.items()) + "}"
+        return None, f"{key} must map {', '.join(defaults)} to folder names, such as {key}={example}, got {value!r}"
+    return {k: str(v) for k, v in value.items()}, None
+
+
 def scan_split(
     split_dir: str | Path,
     dirs: dict[str, str] | None = None,
@@ -166,7 +183,7 @@ def scan_split(
         unexpected file, a name without its partners).
     """
     split_dir = Path(split_dir)
-    dirs = {"a": "A", "b": "B", "label": "label", **(dirs or {})}
+    dirs = {**DEFAULT_DIRS, **(dirs or {})}
     roles = ["a", "b"] + (["label"] if require_label or (split_dir / dirs["label"]).is_dir() else [])
     exts = {e.lower() for e in extensions}
     names: dict[str, set[str]] = {}

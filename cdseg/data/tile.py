@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from cdseg.data.check import check_dataset
-from cdseg.data.dataset import DEFAULT_EXTENSIONS, DatasetError, Pair, find_pairs, inspect_pair
+from cdseg.data.dataset import DEFAULT_DIRS, DEFAULT_EXTENSIONS, DatasetError, Pair, find_pairs, inspect_pair
 
 
 def chip_offsets(length: int, size: int) -> list[int]:
@@ -77,7 +77,7 @@ def tile_dataset(
             ``dst`` exists and is not empty. Nothing is written then.
     """
     src, dst = Path(src), Path(dst)
-    dirs = {"a": "A", "b": "B", "label": "label", **(dirs or {})}
+    dirs = {**DEFAULT_DIRS, **(dirs or {})}
     if size < 1:
         raise DatasetError(f"--size must be a positive number of pixels, got {size}")
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):

@@ -19,7 +19,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from cdseg.config import int_problem, probability_problem, raise_problems
+from cdseg.config import bool_problem, int_problem, probability_problem, raise_problems
 from cdseg.data.color import ColorJitter
 from cdseg.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, resize_mask, resize_problem
 
@@ -139,7 +139,7 @@ class Augment:
             [
                 int_problem("data.crop_size", self.crop_size, 1, optional=True),
                 *(probability_problem(f"data.{k}", getattr(self, k)) for k in ("hflip", "vflip", "swap")),
-                None if isinstance(self.rot90, bool) else f"data.rot90 must be true or false, got {self.rot90!r}",
+                bool_problem("data.rot90", self.rot90),
                 jitter_problem(self.color_jitter),
             ]
         )

@@ -18,7 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from cdseg.config import build, int_problem, raise_problems
+from cdseg.config import bool_problem, build, int_problem, raise_problems
 
 RUNTIME_OPTIONS = ("channels_last", "compile")
 
@@ -35,8 +35,9 @@ def runtime_problems(node: Any) -> list[str]:
     """The runtime options that are not true or false, and a width that is not positive, named (a
     width of 0 would otherwise fail inside the first convolution)."""
     spec, runtime = split_runtime(node)
-    problems = [f"model.{k} must be true or false, got {v!r}" for k, v in runtime.items() if not isinstance(v, bool)]
-    return problems + ([int_problem("model.base", spec["base"])] if spec.get("base") is not None else [])
+    problems = [bool_problem(f"model.{k}", v) for k, v in runtime.items()]
+    problems += [int_problem("model.base", spec["base"])] if spec.get("base") is not None else []
+    return [p for p in problems if p]
 
 
 def build_network(node: Any, compile: bool | None = None, **kwargs: Any) -> nn.Module:
