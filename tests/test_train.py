@@ -219,6 +219,17 @@ def test_an_optuna_search_maximises_val_f1_and_ends_with_the_summary(tiny_data: 
     result = OmegaConf.load(sweep / "optimization_results.yaml")  # what Optuna maximised: val/F1
     assert result.best_value == pytest.approx(max(values))
     assert (tmp_path / "search.db").stat().st_size > 0
+    # Resuming a trial trains that trial on, as one run: not a new search of n_trials runs.
+    trial = Path(rows[0]["folder"])
+    lr = OmegaConf.load(trial / "config.yaml").optimizer.lr
+    proc = run_cli(f"ckpt_path={trial}", "trainer.max_epochs=2", "extend_schedule=true", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Launching" not in proc.stdout + proc.stderr and sorted(p.name for p in sweep.iterdir() if p.is_dir()) == [
+        "0",
+        "1",
+    ]
+    last = torch.load(trial / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["epoch"] == 1 and OmegaConf.load(trial / "config.yaml").optimizer.lr == lr  # the trial's recipe
 
 
 def test_a_search_without_its_extra_names_the_install(tmp_path: Path) -> None:

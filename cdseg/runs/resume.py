@@ -111,6 +111,9 @@ def resume_args(config_dir: str | Path, config_name: str, args: Sequence[str]) -
         merged = merge_overrides(run_overrides(checkpoint), given)
     except Exception:  # a bad ckpt_path or override: resume() and Hydra report it with their own messages
         return args
+    # A search's trial records its search (hparams_search=, whose config sets hydra.mode=MULTIRUN):
+    # resuming the trial is one run, not a new search.
+    merged = [*merged, "hydra.mode=RUN"]
     # Hydra takes its overrides as one run of arguments: the merged ones replace this command's in place.
     first = args.index(given[0])
     return args[:first] + merged + [a for a in args[first:] if a not in given]
