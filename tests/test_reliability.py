@@ -521,6 +521,26 @@ def test_runs_started_in_the_same_second_get_folders_of_their_own(tmp_path: Path
     assert (first, second) == (path, f"{path}-2") and Path(second).is_dir()
 
 
+def test_sweeps_started_in_the_same_second_get_folders_of_their_own(tmp_path: Path, monkeypatch) -> None:
+    from hydra import compose, initialize_config_dir
+
+    from cdseg.runs import folder
+
+    def sweep_dir() -> str:
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose("train", overrides=[f"paths.runs_dir={tmp_path}"], return_hydra_config=True)
+        first = cfg.hydra.sweep.dir
+        assert cfg.hydra.sweep.dir == first  # resolved once: every job of the sweep shares it
+        return first
+
+    monkeypatch.setattr(folder, "_CLAIMED", {})
+    one = sweep_dir()
+    monkeypatch.setattr(folder, "_CLAIMED", {})  # a second sweep's process
+    two = sweep_dir()
+    assert one != two and Path(one).is_dir() and Path(two).is_dir()
+    assert Path(one).parent.parent == tmp_path / "multirun"
+
+
 def test_a_refused_resume_leaves_nothing_behind(tiny_data: Path, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
 

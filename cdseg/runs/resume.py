@@ -360,10 +360,17 @@ def resume_folder(spec: str | None, runs_dir: str, default: str) -> str:
             run = None
     if run:
         return str(run.path)
+    return new_folder(default)
+
+
+def new_folder(path: str) -> str:
+    """Hydra resolver for ``hydra.sweep.dir``, and the new-run case of :func:`resume_folder`:
+    :func:`claim_new_folder`, so that two sweeps started in the same second get a folder each. A
+    folder that cannot be created is left for Hydra to report."""
     try:
-        return claim_new_folder(default)
+        return claim_new_folder(path)
     except OSError:
-        return default
+        return path
 
 
 def resume_subdir(spec: str | None, stamp: str) -> str:
@@ -374,6 +381,8 @@ def resume_subdir(spec: str | None, stamp: str) -> str:
 OmegaConf.register_new_resolver("resume_folder", resume_folder, replace=True)
 OmegaConf.register_new_resolver("run_suffix", run_suffix, replace=True)  # from folder.py
 OmegaConf.register_new_resolver("resume_subdir", resume_subdir, replace=True)
+# Cached like Hydra's own ${now:}: a sweep's jobs inherit the value resolved once, where they run too.
+OmegaConf.register_new_resolver("new_folder", new_folder, replace=True, use_cache=True)
 
 
 class RecordOverrides(L.Callback):
