@@ -46,7 +46,7 @@ from cdseg.runs.guards import (
     refuse_a_local_sweep_of_ddp,
 )
 from cdseg.runs.interrupt import exit_on_stop_signal
-from cdseg.runs.resume import ExtendSchedule, RecordOverrides, exit_if_finished, resume, resume_args
+from cdseg.runs.resume import ExtendSchedule, RecordOverrides, SeedEachBatch, exit_if_finished, resume, resume_args
 from cdseg.scores import score_line
 
 
@@ -84,7 +84,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         callbacks.append(RecordOverrides(HydraConfig.get().overrides.task))
     if cfg.get("extend_schedule"):
         callbacks.append(ExtendSchedule())
-    callbacks.append(EndOnAValidation())
+    callbacks += [SeedEachBatch(cfg.seed), EndOnAValidation()]
     loggers = [build(c) for c in (cfg.get("logger") or {}).values()]
     # Checkpoints are written atomically and loaded without running code from them.
     trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[SafeCheckpointIO()])

@@ -134,6 +134,16 @@ def test_resume_after_an_interrupt_mid_epoch_equals_an_uninterrupted_run(
     assert not (tmp_path / "checkpoints" / "interrupted.ckpt").exists(), "a finished run keeps a stale resume point"
 
 
+def test_a_model_with_dropout_resumes_exactly(tiny_data: Path, tmp_path: Path) -> None:
+    # Dropout draws from the global generator, which is seeded for each batch, not saved in the checkpoint.
+    fc = (*COMMON, "model=fc_siam_diff", "model.base=4")
+    straight = run(tiny_data, tmp_path / "straight", *fc)
+    kill = [f"+callbacks.kill._target_={__name__}.SignalAt", "+callbacks.kill.step=4"]
+    with pytest.raises(TrainingInterrupted, match="step 5; saved"):
+        run(tiny_data, tmp_path / "run", *fc, *kill)
+    assert_same_state(straight, run(tiny_data, tmp_path / "run", *fc, f"ckpt_path={tmp_path / 'run'}"))
+
+
 def test_an_interrupt_while_accumulating_gradients_waits_for_the_optimizer_step(
     tiny_data: Path, tmp_path: Path
 ) -> None:

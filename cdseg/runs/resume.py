@@ -396,6 +396,22 @@ class RecordOverrides(L.Callback):
         checkpoint[OVERRIDES] = list(self.overrides)
 
 
+class SeedEachBatch(L.Callback):
+    """Seeds the global generators (torch, on every device) before each training batch from (seed,
+    epoch, batch, rank), so that what draws from them in training (the FC models' dropout) is the same
+    in a resumed run as in an uninterrupted one, as the sampler makes every augmentation. Each rank
+    draws its own masks."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        key = ((self.seed * 1_000_003 + trainer.current_epoch) * 1_000_003 + batch_idx) * 1_009 + trainer.global_rank
+        torch.manual_seed(key % 2**63)
+
+
 class ExtendSchedule(L.Callback):
     """``extend_schedule=true``: a resumed run's learning-rate schedules continue as the schedules this
     command built (e.g. a cosine over the new ``trainer.max_epochs``) rather than the checkpoint's.
