@@ -11,6 +11,7 @@ checkpoints (best on val/F1 and last) and metrics.json with the best validation 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 import time
@@ -67,6 +68,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     fix_precision(cfg)  # on a CPU-only run, a GPU precision becomes one this CPU runs well
     ckpt_path = resume(cfg)  # None for a fresh run; a resumed run continues in its own folder
     run = RunFolder(cfg.paths.output_dir)
+    if ckpt_path is None and rank_zero_only.rank == 0 and int(os.environ.get("NODE_RANK", 0)) == 0:
+        run.refuse_a_new_run_over_results()  # other DDP ranks and nodes join the folder the first one started
     run.write_config(OmegaConf.to_yaml(cfg, resolve=True))
     rank_zero_only(print)(_start_line(cfg, run.path, resumed=ckpt_path is not None))
 

@@ -551,6 +551,16 @@ def test_sweeps_started_in_the_same_second_get_folders_of_their_own(tmp_path: Pa
     assert Path(one).parent.parent == tmp_path / "multirun"
 
 
+def test_a_new_run_never_replaces_another_runs_results(tiny_data: Path, tmp_path: Path) -> None:
+    run(tiny_data, tmp_path, "trainer.max_epochs=1")  # paths.output_dir=tmp_path
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(
+        ConfigError, match=f"{tmp_path} holds another run's checkpoints or metrics.*ckpt_path={tmp_path}"
+    ):
+        run(tiny_data, tmp_path, "trainer.max_epochs=1", "seed=7")
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
 def test_a_refused_resume_leaves_nothing_behind(tiny_data: Path, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cdseg.atomic_write import write_text
+from cdseg.errors import ConfigError
 from cdseg.runs.checkpoint import CheckpointNotFound, read_checkpoint
 
 LAST = "last"  # checkpoint names without ".ckpt", as ModelCheckpoint's filename takes them
@@ -107,7 +108,7 @@ class RunFolder:
         checkpoint and no metrics: what a run refused at start leaves. Then its parents up to
         ``runs_dir`` when they are left empty. True when it was deleted. A folder that held anything
         before (a resumed run's, or one named with ``paths.output_dir``) is never touched."""
-        if not self.path.is_dir() or self.metrics.exists() or any(self.checkpoints.glob("*.ckpt")):
+        if not self.path.is_dir() or self.holds_results():
             return False
         if any(p.stat().st_mtime < since for p in (self.path, *self.path.rglob("*"))):
             return False
@@ -117,6 +118,20 @@ class RunFolder:
             parent.rmdir()
             parent = parent.parent
         return True
+
+    def holds_results(self) -> bool:
+        """A run has trained here: it left checkpoints or metrics.json."""
+        return self.metrics.exists() or any(self.checkpoints.glob("*.ckpt"))
+
+    def refuse_a_new_run_over_results(self) -> None:
+        """A new run (no ``ckpt_path=``) in a folder whose run left results would replace its
+        config, checkpoints and metrics: refused, pointing at the alternatives."""
+        if self.holds_results():
+            raise ConfigError(
+                f"{self.path} holds another run's checkpoints or metrics, which a new run would replace: "
+                f"resume it with ckpt_path={self.path}, or start the new run in a folder of its own "
+                "(leave paths.output_dir unset, or name another)"
+            )
 
     def best_checkpoint(self) -> Path | None:
         """metrics.json's best checkpoint, else last.ckpt (None when neither exists)."""
