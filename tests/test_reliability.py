@@ -507,6 +507,7 @@ def test_a_resuming_command_starts_from_the_runs_overrides(tmp_path: Path) -> No
         "+trainer.max_steps=9",
         f"ckpt_path={run}",
         "trainer.max_epochs=3",
+        "hydra.mode=RUN",  # a search's trial resumes as one run
     ]
 
 

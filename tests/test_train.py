@@ -387,7 +387,7 @@ def test_the_summary_keeps_an_override_with_spaces_whole(tmp_path: Path) -> None
         (["threshold=abc"], r"threshold must be a number in \(0, 1\), got 'abc'"),
         (["threshold=1.5"], r"threshold must be a number in \(0, 1\), got 1.5"),
         (["calibrate=maybe"], "calibrate must be true or false, got 'maybe'"),
-        (["seed=null"], "seed must be an integer >= 0, got None"),
+        (["seed=null"], "seed must be an integer from 0 to 4294967295, got None"),
         (
             ["trainer.max_epochs=-1", "+trainer.max_steps=4"],
             r"scheduler.T_max .* got -1; .* use scheduler=warmup_cosine",
@@ -435,7 +435,8 @@ def test_a_run_that_would_not_end_on_a_validation_is_refused_once_its_epochs_are
     with pytest.raises(
         ConfigError, match="an epoch of 3 batches is not a multiple of trainer.accumulate_grad_batches=2"
     ):
-        train(make_cfg(*accumulated, "trainer.max_epochs=2"))  # batch 4 would validate in the middle of step 2
+        # batch 4 would validate in the middle of step 2
+        train(make_cfg(*accumulated, "trainer.max_epochs=2", f"paths.output_dir={tmp_path / 'accumulated'}"))
 
 
 @pytest.mark.skipif(torch.cuda.is_available() or torch.backends.mps.is_available(), reason="this machine has a GPU")
