@@ -24,7 +24,7 @@ import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
@@ -89,6 +89,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         callbacks.append(ExtendSchedule())
     callbacks += [SeedEachBatch(cfg.seed), EndOnAValidation()]
     loggers = [build(c) for c in (cfg.get("logger") or {}).values()]
+    if not loggers:  # ~logger: no curves to draw, and LearningRateMonitor would refuse the trainer
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     # Checkpoints are written atomically and loaded without running code from them.
     trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[SafeCheckpointIO()])
     refuse_a_local_sweep_of_ddp(trainer)

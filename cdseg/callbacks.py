@@ -10,6 +10,7 @@ from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import default_collate
 
+from cdseg.config import bool_problem, int_problem, raise_problems
 from cdseg.inference.visualize import sample_panel, stack_rows, title_strip, to_uint8_image
 
 
@@ -21,12 +22,18 @@ class SamplePanels(L.Callback):
     """
 
     def __init__(self, num_samples: int = 4, spread: bool = True) -> None:
+        raise_problems(
+            [
+                int_problem("callbacks.sample_panels.num_samples", num_samples, 0),  # 0: no panels
+                bool_problem("callbacks.sample_panels.spread", spread),
+            ]
+        )
         self.num_samples = num_samples
         self.spread = spread
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
-        if trainer.sanity_checking or not loggers or not trainer.is_global_zero:
+        if trainer.sanity_checking or not loggers or not trainer.is_global_zero or not self.num_samples:
             return
         dataset = trainer.val_dataloaders.dataset
         n = min(self.num_samples, len(dataset))

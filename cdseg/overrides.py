@@ -65,6 +65,13 @@ def check_overrides(config_dir: str | Path, config_name: str, args: Sequence[str
     except Exception:  # Hydra reports its own syntax errors
         return
     groups = [o for o in overrides if _is_group(o, config_dir)]
+    for o in groups:  # Hydra's own answer is a traceback ending in "must be a string or a list"
+        if o.type == OverrideType.CHANGE and not o.is_sweep_override() and o.value() is None:
+            options = sorted(p.stem for p in (config_dir / o.key_or_group).glob("*.yaml"))
+            raise ConfigError(
+                f"{o.key_or_group}=null: a group takes one of its options ({', '.join(options)}); "
+                f"to leave the group out, write ~{o.key_or_group}"
+            )
     keys = [o for o in overrides if o not in groups and o.type == OverrideType.CHANGE and not _is_hydra(o)]
     if not keys:
         return

@@ -438,6 +438,25 @@ def test_a_resuming_command_names_only_what_it_changes(tiny_data: Path, tmp_path
     assert "this run is finished (2 of 2 epochs" in cli(f"ckpt_path={run_dir}").stderr
 
 
+def test_a_run_stopped_early_is_finished_until_early_stopping_is_left_out(tiny_data: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, str(ROOT / "train.py"), *args]
+        return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+
+    # At lr 0 the score never improves: patience 1 ends the 6-epoch run after 2 epochs.
+    stop = ["callbacks=early_stopping", "callbacks.early_stopping.patience=1", "optimizer.lr=0", "scheduler=none"]
+    assert cli(*tiny_overrides(tiny_data, run_dir), *stop, "trainer.max_epochs=6").returncode == 0
+    before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")}
+    proc = cli(f"ckpt_path={run_dir}")
+    assert proc.returncode == 0 and "this run was stopped early after 2 epochs (Monitored metric val/F1" in proc.stderr
+    assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")} == before  # not a file added or touched
+    proc = cli(f"ckpt_path={run_dir}", "~callbacks.early_stopping", "trainer.max_epochs=3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert load(run_dir / "checkpoints" / "last.ckpt")["epoch"] == 2
+
+
 class RecordLR(L.Callback):
     """Appends the learning rate each training batch starts with to ``file``, one line per step."""
 

@@ -109,6 +109,22 @@ def test_early_stopping_stops(make_cfg, tmp_path: Path) -> None:
     assert len(epochs) == 2
 
 
+def test_a_run_without_loggers_or_sample_panels_trains(make_cfg, tmp_path: Path) -> None:
+    from cdseg.errors import ConfigError
+    from cdseg.overrides import check_overrides
+
+    results = train(make_cfg("~logger", out=tmp_path / "quiet"))  # no LearningRateMonitor without a logger
+    assert Path(results["best_checkpoint"]).is_file() and not (tmp_path / "quiet" / "tensorboard").exists()
+    results = train(make_cfg("callbacks.sample_panels.num_samples=0", out=tmp_path / "panels"))
+    assert Path(results["best_checkpoint"]).is_file()
+    with pytest.raises(ConfigError, match="num_samples must be an integer >= 0, got -1"):
+        train(make_cfg("callbacks.sample_panels.num_samples=-1", out=tmp_path / "bad"))
+    with pytest.raises(
+        ConfigError, match=r"logger=null: a group takes one of its options \(csv, tensorboard\); .* ~logger"
+    ):
+        check_overrides(ROOT / "conf", "train", ["logger=null"])
+
+
 def test_debug_trainer_limits_batches(make_cfg) -> None:
     results = train(make_cfg("trainer=debug"))
     ckpt = torch.load(Path(results["output_dir"]) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)

@@ -215,17 +215,41 @@ def finished(cfg: DictConfig) -> str | None:
     max_epochs, max_steps = cfg.trainer.get("max_epochs"), cfg.trainer.get("max_steps", -1) or -1
     by_steps = max_steps > 0 and steps >= max_steps  # Lightning stops at whichever limit comes first
     by_epochs = max_epochs not in (None, -1) and epochs >= max_epochs
+    script = Path(sys.argv[0]).name or "train.py"
+    stopped = _stopped_early(ckpt) if _early_stopping(cfg) else None
+    if stopped and not (by_steps or by_epochs):
+        return (
+            f"{run.path}: this run was stopped early after {epochs} epochs ({stopped}; its results are in "
+            f"{run.metrics}); nothing was trained or written. To train it on regardless, resume it without "
+            f"early stopping: python {script} ckpt_path={run.path} '~callbacks.early_stopping'"
+        )
     if not (by_steps or by_epochs):
         return None
     done = f"{steps} of {max_steps} steps" if by_steps else f"{epochs} of {max_epochs} epochs"
     longer = f"trainer.max_steps={2 * max_steps}" if by_steps else f"trainer.max_epochs={2 * max_epochs}"
     if _schedule_follows_length(cfg):
         longer += " extend_schedule=true"
-    script = Path(sys.argv[0]).name or "train.py"
     return (
         f"{run.path}: this run is finished ({done}; its results are in {run.metrics}); nothing was trained "
         f"or written. To train it longer, raise the limit, e.g. python {script} ckpt_path={run.path} {longer}"
     )
+
+
+def _early_stopping(cfg: DictConfig) -> bool:
+    """This command stops early (conf/callbacks/early_stopping.yaml or a callback of its own)."""
+    return any(str(c.get("_target_", "")).endswith("EarlyStopping") for c in (cfg.get("callbacks") or {}).values())
+
+
+def _stopped_early(ckpt: dict) -> str | None:
+    """What stopped the run early, from its EarlyStopping state (None when nothing did)."""
+    for key, state in (ckpt.get("callbacks") or {}).items():
+        if not (key.startswith("EarlyStopping") and isinstance(state, dict)):
+            continue
+        if state.get("stopping_reason", 0):  # Lightning's reason, whatever it was (patience, a threshold)
+            return str(state.get("stopping_reason_message") or "EarlyStopping").rstrip(". ").split(". Signaling")[0]
+        if "patience" in state and int(state.get("wait_count", 0)) >= int(state["patience"]):  # older Lightning
+            return f"no improvement in the last {state['patience']} validations"
+    return None
 
 
 def _schedule_follows_length(cfg: DictConfig) -> bool:
