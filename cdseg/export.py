@@ -27,8 +27,8 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from cdseg.config import require_values
-from cdseg.data.dataset import ChangeDetectionDataset, find_pairs
+from cdseg.config import int_problem, require_values
+from cdseg.data.dataset import DEFAULT_EXTENSIONS, ChangeDetectionDataset, extensions_problem, find_pairs
 from cdseg.data.preprocess import scale
 from cdseg.errors import CdsegError, exit_1_on_error
 from cdseg.inference.checkpoint import load_checkpoint
@@ -58,8 +58,16 @@ def check_options(cfg: DictConfig) -> Path:
         raise ExportError(f"format must be one of {sorted(FORMATS)}, got {cfg.format!r}")
     if cfg.input_dtype not in INPUT_DTYPES:
         raise ExportError(f"input_dtype must be one of {sorted(INPUT_DTYPES)}, got {cfg.input_dtype!r}")
-    if not float(cfg.tolerance) > 0:
-        raise ExportError(f"tolerance must be positive, got {cfg.tolerance}")
+    tolerance = cfg.tolerance
+    wrong = (
+        None
+        if isinstance(tolerance, (int, float)) and not isinstance(tolerance, bool) and tolerance > 0
+        else f"tolerance must be a positive number, got {tolerance!r}"
+    )
+    wrong = wrong or int_problem("max_pairs", cfg.max_pairs, 0)
+    wrong = wrong or (extensions_problem(cfg.extensions, "extensions") if cfg.extensions is not None else None)
+    if wrong:
+        raise ExportError(wrong)
     needed = ("onnx", "onnxscript", "onnxruntime") if cfg.format == "onnx" else ()
     missing = [name for name in needed if importlib.util.find_spec(name) is None]
     if missing:
@@ -126,7 +134,8 @@ def real_pairs(cfg: DictConfig, config: dict[str, Any]) -> tuple[str, list[tuple
     if folder is None:
         return "none: the run trained on generated data; pairs=<folder> compares real ones", []
     dirs = dict(data.get("dirs") or {})
-    dataset = ChangeDetectionDataset(find_pairs(folder, dirs, require_label=False)[: cfg.max_pairs])
+    extensions = list(cfg.extensions or data.get("extensions") or DEFAULT_EXTENSIONS)
+    dataset = ChangeDetectionDataset(find_pairs(folder, dirs, extensions, require_label=False)[: cfg.max_pairs])
     out = []
     for i in range(len(dataset)):
         sample = dataset[i]

@@ -128,6 +128,18 @@ def test_real_pairs_are_compared_and_named(trained_run: dict, tiny_data: Path, t
     assert f"real pairs: {tiny_data / 'val'}" in capsys.readouterr().out
 
 
+def test_real_pairs_in_another_format_are_compared(trained_run: dict, tiny_data: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    for date in ("A", "B"):
+        (tmp_path / "bmp" / date).mkdir(parents=True)
+        for png in sorted((tiny_data / "val" / date).iterdir())[:2]:
+            Image.open(png).save(tmp_path / "bmp" / date / f"{png.stem}.bmp")
+    args = [f"ckpt_path={trained_run['best_checkpoint']}", "format=torchscript", f"pairs={tmp_path / 'bmp'}"]
+    summary = export(export_cfg(*args, f"output={tmp_path / 'model.pt'}", "extensions=[.bmp]"))
+    assert len([name for name in summary["parity"] if name.startswith("real")]) == 2
+
+
 def test_a_failed_parity_check_keeps_nothing(trained_run: dict, tmp_path: Path) -> None:
     file = tmp_path / "model.onnx"
     with pytest.raises(ExportError, match="parity check failed: largest difference"):
@@ -141,6 +153,13 @@ def test_bad_requests_are_refused_before_anything_is_written(trained_run: dict, 
         export(export_cfg(ckpt, "format=torchscript", f"output={tmp_path / 'model.onnx'}"))
     with pytest.raises(ExportError, match="format must be one of"):
         export(export_cfg(ckpt, "format=tflite", f"output={tmp_path / 'model.tflite'}"))
+    for option, message in [
+        ("tolerance=abc", "tolerance must be a positive number, got 'abc'"),
+        ("max_pairs=-1", "max_pairs must be an integer >= 0, got -1"),
+        ("extensions=[bmp]", "extensions must be a list of suffixes with their dot"),
+    ]:
+        with pytest.raises(ExportError, match=message):
+            export(export_cfg(ckpt, option, f"output={tmp_path / 'model.onnx'}"))
     (tmp_path / "old.pt").write_bytes(b"keep")
     with pytest.raises(ExportError, match="exists; choose another file or set overwrite=true"):
         export(export_cfg(ckpt, "format=torchscript", f"output={tmp_path / 'old.pt'}"))
