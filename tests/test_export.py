@@ -18,6 +18,7 @@ from cdseg.export import ExportError, export
 from cdseg.inference.checkpoint import load_checkpoint
 from cdseg.inference.exported import ExportedModelError, auto_device, load_exported
 from cdseg.inference.probability import ChangeProbability
+from cdseg.runs.checkpoint import CheckpointError, read_checkpoint
 from predict import predict
 from tests.conftest import ROOT
 from tests.test_predict import predict_cfg
@@ -180,6 +181,9 @@ def test_unusable_model_files_are_named(exported: dict[str, Path], tmp_path: Pat
         load_exported(tmp_path / "junk.pt")
     with pytest.raises(ExportedModelError, match="expected .onnx or .pt"):
         load_exported(shutil.copy(exported["onnx"], tmp_path / "model.bin"))
+    for file in exported.values():  # the opposite mix-up: an exported file given as a checkpoint
+        with pytest.raises(CheckpointError, match=f"{file.name}: an exported model .* model_file={file}"):
+            read_checkpoint(file)
     plain = torch.jit.trace(torch.nn.Conv2d(3, 1, 1), torch.zeros(1, 3, 8, 8))
     torch.jit.save(plain, str(tmp_path / "plain.pt"))
     with pytest.raises(ExportedModelError, match="holds no cdseg metadata"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -30,12 +31,18 @@ def read_checkpoint(file: str | Path, peek: bool = False) -> dict[str, Any]:
     its counters and config without loading every tensor (the files of the legacy format, which
     cannot be mapped, are read whole).
     """
+    if _exported(file):
+        raise CheckpointError(
+            f"{file}: an exported model (cdseg.export), not a checkpoint: predict.py takes it as model_file={file}"
+        )
     try:
         ckpt = torch.load(file, map_location="cpu", weights_only=True, mmap=peek)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0]
+        # torch's message goes on to suggest weights_only=False: the one thing not to do with a stranger's file
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
         raise CheckpointError(
-            f"{file}: refusing to load: it holds objects other than tensors and plain values ({first})"
+            f"{file}: refusing to load: it holds objects other than tensors and plain values"
+            + (f" (a pickled {found.group(1)})" if found else "")
         ) from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
         if peek:  # not mappable: read it whole, which also gives the error if it is unreadable
@@ -47,6 +54,17 @@ def read_checkpoint(file: str | Path, peek: bool = False) -> dict[str, Any]:
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise CheckpointError(f"{file}: not a Lightning checkpoint (no state_dict)")
     return ckpt
+
+
+def _exported(file: str | Path) -> bool:
+    """An ONNX file, or a TorchScript archive (a zip holding code/ and constants.pkl)."""
+    if Path(file).suffix == ".onnx":
+        return True
+    try:
+        with zipfile.ZipFile(file) as archive:
+            return any(name.endswith("/constants.pkl") for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def run_config(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
