@@ -131,6 +131,9 @@ def prepare_output(
     out = Path(output)
     if out.exists() and not out.is_dir():
         raise PredictError(f"output={out} exists and is not a folder")
+    above = next((p for p in out.absolute().parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise PredictError(f"output={out}: {above} is a file, so no folder can be made below it")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
             raise PredictError(f"output={out} exists and is not empty; choose another folder or set overwrite=true")

@@ -16,7 +16,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from cdseg.errors import CdsegError
-from cdseg.inference.geo import SceneOptions, predict_scenes
+from cdseg.inference.geo import SceneOptions, check_scenes, predict_scenes
 from cdseg.inference.geo_read import GeoError, is_georeferenced, require_rasterio
 from cdseg.inference.predictor import Predictor
 from predict import predict
@@ -208,7 +208,7 @@ def test_pairs_on_different_grids_are_refused_naming_the_difference(tmp_path: Pa
     with pytest.raises(GeoError, match="are not on one grid") as e:
         predict_scenes(difference, pairs, tmp_path / "out", SceneOptions(), 0.3)
     assert named in str(e.value) and "geo.align=warp" in str(e.value)
-    assert not list((tmp_path / "out").iterdir())  # nothing written, not even a temporary file
+    assert not (tmp_path / "out").exists()  # nothing written, not even a temporary file or the folder
 
 
 def test_warp_resamples_b_from_another_crs_onto_a_grid(tmp_path: Path) -> None:
@@ -296,6 +296,22 @@ def test_options_and_outputs_are_checked(tmp_path: Path) -> None:
         predict_scenes(difference, pairs, out, SceneOptions(), 0.3)
     predict_scenes(difference, pairs, out, SceneOptions(), 0.3, overwrite=True)
     assert sorted(p.name for p in out.iterdir()) == ["changes.geojson", "mask.tif", "notes.txt", "probability.tif"]
+
+
+def test_every_scenes_missing_band_is_named_before_any_scene_is_predicted(tmp_path: Path) -> None:
+    a, b = scene(40, 40)
+    for name, image in (("a", a), ("b", b), ("grey", a[:1]), ("grey2", b[:1])):
+        write_tif(tmp_path / f"{name}.tif", image)
+    pairs = [
+        (n, tmp_path / "a.tif", tmp_path / f"{b_}.tif") for n, b_ in (("s1", "b"), ("s2", "grey"), ("s3", "grey2"))
+    ]
+    with pytest.raises(GeoError) as error:
+        check_scenes(pairs, SceneOptions())
+    assert str(error.value).count("has 1 band and the model takes RGB") == 2 and "grey2.tif" in str(error.value)
+    out = tmp_path / "out"
+    with pytest.raises(GeoError):  # reached only at scene s2: scene s1 is written, no empty folder for s2
+        predict_scenes(difference, pairs, out, SceneOptions(), 0.3, subfolders=True)
+    assert sorted(p.name for p in out.iterdir()) == ["s1"]
 
 
 def test_only_georeferenced_tiffs_take_the_scene_path(tmp_path: Path) -> None:

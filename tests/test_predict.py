@@ -257,6 +257,18 @@ def test_bad_options_fail_before_any_output(
     assert not (tmp_path / "o").exists()
 
 
+def test_an_output_below_a_file_is_refused(trained_run: dict, tiny_data: Path, tmp_path: Path) -> None:
+    (tmp_path / "a.png").write_bytes(b"mine")
+    args = [
+        f"ckpt_path={trained_run['output_dir']}",
+        f"input={tiny_data / 'val'}",
+        f"output={tmp_path / 'a.png' / 'o'}",
+    ]
+    with pytest.raises(PredictError, match=r"a.png is a file, so no folder can be made below it"):
+        predict(predict_cfg(*args))
+    assert (tmp_path / "a.png").read_bytes() == b"mine"
+
+
 def test_overwrite_never_deletes_the_input_pairs(trained_run: dict, tiny_data: Path, tmp_path: Path) -> None:
     root = tmp_path / "in"
     shutil.copytree(tiny_data / "val", root)

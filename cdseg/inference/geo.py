@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from cdseg.inference.geo_polygons import PixelArea, regions, write_geojson
-from cdseg.inference.geo_read import GeoError, date_reader, open_pair, require_rasterio
+from cdseg.inference.geo_read import GeoError, check_bands, date_reader, open_pair, require_rasterio
 
 OUTPUTS = ("mask.tif", "probability.tif", "changes.geojson")
 MASK_NODATA = 255  # mask.tif: 0 unchanged, 1 changed, 255 nodata
@@ -212,11 +212,20 @@ def _temporary(path: Path) -> str:
 
 def check_scenes(pairs: Sequence[tuple[str, Path, Path]], options: SceneOptions) -> None:
     """Raise :class:`GeoError` for what stops a scene before any work: rasterio missing, an unreadable
-    date, two dates on different grids (unless warped). Cheap: only the headers are read."""
+    date, two dates on different grids (unless warped), a band a date lacks; every scene's problem in
+    one message. Cheap: only the headers are read."""
     require_rasterio()
+    problems = []
     for _, a, b in pairs:
-        with open_pair(a, b, options.align, options.resampling) as (src_a, _):
-            _check_crs_for_geojson(a, src_a, options)
+        try:
+            with open_pair(a, b, options.align, options.resampling) as (src_a, src_b):
+                _check_crs_for_geojson(a, src_a, options)
+                check_bands(src_a, str(a), options.bands)
+                check_bands(src_b, str(b), options.bands_b or options.bands)
+        except GeoError as e:
+            problems.append(str(e))
+    if problems:
+        raise GeoError("\n".join(problems))
 
 
 def _check_crs_for_geojson(a: Path, src_a: Any, options: SceneOptions) -> None:
@@ -245,8 +254,14 @@ def predict_scenes(
     scenes = []
     for name, a, b in pairs:
         folder = out / Path(name).stem if subfolders else out
+        made = not folder.exists()
         folder.mkdir(parents=True, exist_ok=True)
-        scenes.append(predict_scene(predictor, a, b, folder, options, threshold))
+        try:
+            scenes.append(predict_scene(predictor, a, b, folder, options, threshold))
+        except BaseException:
+            if made and not any(folder.iterdir()):  # no empty folder to refuse the next run over
+                folder.rmdir()
+            raise
         s = scenes[-1]
         print(
             f"{name}: {s['size'][0]}x{s['size'][1]} px, {s['changed_pixels']} changed, {s['polygons']} polygon(s)"

@@ -211,6 +211,17 @@ class DateReader:
         return np.concatenate(values, axis=1)
 
 
+def check_bands(src: Any, name: str, bands: Sequence[int]) -> None:
+    """Raise :class:`GeoError` naming the file when it lacks a band of ``bands`` (from its header alone)."""
+    bands = [int(x) for x in bands]
+    count = getattr(src, "src_dataset", src).count  # the file's bands: not the alpha a warp adds for its footprint
+    if count == 1 and bands != [1, 1, 1]:
+        raise GeoError(f"{name} has 1 band and the model takes RGB: set geo.bands=[1,1,1] to use it as grey")
+    missing = [x for x in bands if not 1 <= x <= count]
+    if missing:
+        raise GeoError(f"{name} has {count} band(s), geo.bands asks for band(s) {missing} (1-based)")
+
+
 def date_reader(
     src: Any,
     name: str,
@@ -225,12 +236,7 @@ def date_reader(
         GeoError: naming the file, for a band it lacks (a 1-band image included) or no valid pixel.
     """
     bands = [int(x) for x in bands]
-    count = getattr(src, "src_dataset", src).count  # the file's bands: not the alpha a warp adds for its footprint
-    if count == 1 and bands != [1, 1, 1]:
-        raise GeoError(f"{name} has 1 band and the model takes RGB: set geo.bands=[1,1,1] to use it as grey")
-    missing = [x for x in bands if not 1 <= x <= count]
-    if missing:
-        raise GeoError(f"{name} has {count} band(s), geo.bands asks for band(s) {missing} (1-based)")
+    check_bands(src, name, bands)
     reader = DateReader(src, name, bands)
     dtype = np.dtype(src.dtypes[bands[0] - 1])
     if stretch == "auto":
