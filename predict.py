@@ -204,6 +204,12 @@ def load_predictor(cfg: DictConfig) -> tuple[Predictor, float]:
     )
     what = "model file" if cfg.model_file else "checkpoint"
     print(f"{what}: {predictor.config['checkpoint_file']}; threshold {threshold:g} ({source})", file=sys.stderr)
+    if "swap" in (cfg.tta or ()) and predictor.config.get("data", {}).get("swap") == 0:
+        print(
+            "warning: tta includes swap, but this model was trained without exchanging the dates (data.swap=0),"
+            " so B-to-A changes are new to it and may score far worse (README, predict.py options); tta=[flip] is safe",
+            file=sys.stderr,
+        )
     return predictor, threshold
 
 

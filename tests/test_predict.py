@@ -105,7 +105,7 @@ def test_outputs_and_metrics_match_training_and_the_written_masks(
     assert summary["pairs"] == len(names)
 
 
-def test_single_pair_of_any_size_without_label(trained_run: dict, tmp_path: Path) -> None:
+def test_single_pair_of_any_size_without_label(trained_run: dict, tmp_path: Path, capsys) -> None:
     rng = np.random.default_rng(0)
     for name in ("a.png", "b.png"):
         Image.fromarray(rng.integers(0, 255, (203, 150, 3), dtype=np.uint8)).save(tmp_path / name)
@@ -116,6 +116,9 @@ def test_single_pair_of_any_size_without_label(trained_run: dict, tmp_path: Path
     probs = np.load(out / "probs" / "b.npy")
     assert probs.shape == (203, 150) and probs.min() >= 0 and probs.max() <= 1
     assert not (out / "error").exists() and not (out / "metrics.json").exists()
+    assert (
+        "warning: tta includes swap, but this model was trained without exchanging the dates" in capsys.readouterr().err
+    )
 
 
 def test_overwrite_guard(trained_run: dict, tiny_data: Path, tmp_path: Path) -> None:
