@@ -211,7 +211,6 @@ def test_networks_run_channels_last_by_default_and_compile_when_asked() -> None:
         build_network({**cfg.model, "channels_last": "yes"})
 
 
-@pytest.mark.slow
 def test_a_compiled_network_trains_and_its_checkpoint_predicts(make_cfg, tmp_path: Path) -> None:
     results = train(make_cfg("model.compile=true"))
     test = Path(make_cfg().data.root) / "test"

@@ -49,5 +49,8 @@ def build_network(node: Any, compile: bool | None = None, **kwargs: Any) -> nn.M
     if runtime["channels_last"]:
         net = net.to(memory_format=torch.channels_last)
     if runtime["compile"] if compile is None else compile:
-        net.compile()
+        # Static shapes: each input size (training crops, whole validation tiles, a last smaller
+        # batch) compiles once. Left to itself, torch turns dynamic at the second size, and
+        # torch 2.14.1's inductor then fails on these networks (TensorReferenceAnalysis.python_mod).
+        net.compile(dynamic=False)
     return net
