@@ -34,12 +34,14 @@ from cdseg.config import require_values, threshold_problem
 from cdseg.data.dataset import (
     DEFAULT_DIRS,
     ChangeDetectionDataset,
+    DatasetError,
     Pair,
     extensions_problem,
     find_pairs,
     folder_names,
 )
 from cdseg.errors import CdsegError, ConfigError, exit_1_on_error
+from cdseg.inference.checkpoint import run_data_options
 from cdseg.inference.geo import SceneOptions, check_scenes, predict_scenes
 from cdseg.inference.geo_read import is_georeferenced
 from cdseg.inference.predictor import TTA, Predictor, resolve_device
@@ -108,8 +110,16 @@ def collect_pairs(cfg: DictConfig) -> ChangeDetectionDataset:
 
 def input_pairs(cfg: DictConfig) -> list[Pair]:
     """The pairs of ``input=``'s A/ and B/ (labels where there are)."""
-    dirs = folder_names("dirs", cfg.dirs, DEFAULT_DIRS)[0]  # check_options has refused a wrong one
-    return find_pairs(cfg.input, dirs, list(cfg.extensions), require_label=False)
+    dirs = folder_names("dirs", cfg.dirs, DEFAULT_DIRS)[0] or {}  # check_options has refused a wrong one
+    try:
+        return find_pairs(cfg.input, dirs, list(cfg.extensions), require_label=False)
+    except DatasetError as e:  # a folder named otherwise: perhaps as the run's data.dirs named them
+        data = {} if cfg.model_file or not cfg.ckpt_path else run_data_options(cfg.ckpt_path, cfg.runs_dir)
+        trained = folder_names("data.dirs", data.get("dirs"), DEFAULT_DIRS)[0] or {}
+        if "folder not found" not in str(e) or {**DEFAULT_DIRS, **trained} == {**DEFAULT_DIRS, **dirs}:
+            raise
+        named = ", ".join(f"{k}: {v}" for k, v in {**DEFAULT_DIRS, **trained}.items())
+        raise PredictError(f"{e}; the run trained on data.dirs={{{named}}}: add dirs={{{named}}}") from None
 
 
 def unique_stems(pairs: list[tuple[str, Path]], written_as: str) -> None:

@@ -1,7 +1,7 @@
 """The model card: every model of conf/model/ at its default width, measured the same way.
 
     python benchmarks/model_card.py [--models tiny siamese_unet] [--datasets synthetic levir] [--seeds 0 1 2]
-        [--epochs-synthetic 12] [--epochs-levir 30] [--out benchmarks/model_card.json]
+        [--epochs-synthetic 12] [--epochs-levir 30] [--out outputs/model-card/model_card.json]
 
 For each model: parameters; forward GFLOPs of one 256x256 pair (``torch.utils.flop_counter``); CPU
 training throughput at 256x256 (pairs/s of forward, backward and AdamW step, batch 4, median of
@@ -17,7 +17,8 @@ each seed, reported as mean and standard deviation:
   the pixels of each evaluation tile), so seeds spread widely: read the standard deviation.
 
 Prints a table and writes it, with the settings, the machine and the command, as JSON (atomically).
-Figures belong in BENCHMARKS.md with the command that produced them.
+Figures belong in BENCHMARKS.md with the command that produced them; ``--out benchmarks/model_card.json``
+replaces the recorded card.
 """
 
 from __future__ import annotations
@@ -143,7 +144,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--levir", type=Path, default=ROOT.parent / "shared" / "data" / "levir-cd-samples")
     parser.add_argument("--synthetic-data", nargs="*", default=[], help="extra overrides for the synthetic runs")
     parser.add_argument("--work", type=Path, default=ROOT / "outputs" / "model-card")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "model_card.json")
+    # Not benchmarks/model_card.json, the card the README quotes: a partial run must not replace it.
+    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "model-card" / "model_card.json")
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     data = {"synthetic": [*args.synthetic_data], "levir": []}

@@ -111,6 +111,8 @@ def _unknown(cfg: DictConfig, key: str) -> str | None:
             parent = ".".join(parts[:depth])
             keys = [k for k in flatten(tree) if "._" not in f".{k}"]  # not _target_ and the like
             near = difflib.get_close_matches(key, keys, n=2, cutoff=0.75)
+            # The same option under another parent: predict.py's runs_dir for train.py's paths.runs_dir
+            near = near or [k for k in keys if k.rsplit(".", 1)[-1] == parts[-1]][:2]
             hint = f"; did you mean {' or '.join(near)}?" if near else ""
             options = ", ".join(sorted(str(k) for k in node if not str(k).startswith("_")))
             scope = f"the options of {parent}" if parent else "the top-level keys"

@@ -260,6 +260,16 @@ def test_bad_options_fail_before_any_output(
     assert not (tmp_path / "o").exists()
 
 
+def test_folders_named_as_the_run_named_them_are_pointed_out(tiny_data: Path, tmp_path: Path) -> None:
+    run = {"data": {"dirs": {"a": "im1", "b": "im2", "label": "label"}}, "model": {}}
+    torch.save({"state_dict": {}, "hyper_parameters": {"run_config": run}}, tmp_path / "run.ckpt")
+    for date, folder in (("A", "im1"), ("B", "im2")):
+        shutil.copytree(tiny_data / "val" / date, tmp_path / "in" / folder)
+    args = [f"ckpt_path={tmp_path / 'run.ckpt'}", f"input={tmp_path / 'in'}", f"output={tmp_path / 'o'}"]
+    with pytest.raises(PredictError, match=r"folder not found.*add dirs=\{a: im1, b: im2, label: label\}"):
+        predict(predict_cfg(*args))
+
+
 def test_an_output_below_a_file_is_refused(trained_run: dict, tiny_data: Path, tmp_path: Path) -> None:
     (tmp_path / "a.png").write_bytes(b"mine")
     args = [

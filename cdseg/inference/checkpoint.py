@@ -36,6 +36,20 @@ def _check_targets(node: Any, where: str) -> None:
             _check_targets(v, where)
 
 
+def run_data_options(spec: str | Path, runs_dir: str | Path | None = None) -> dict[str, Any]:
+    """The run's ``data`` options, from a look at its checkpoint (or config.yaml) without loading
+    the weights; {} when they cannot be read (:func:`load_checkpoint` then names the problem)."""
+    try:
+        file = checkpoint_to_evaluate(spec, runs_dir)
+        config = run_config(read_checkpoint(file, peek=True))
+        run_yaml = RunFolder(file.parent.parent).config
+        if not config and run_yaml.is_file():
+            config = OmegaConf.to_container(OmegaConf.load(run_yaml), resolve=False)
+    except (CheckpointError, OSError):
+        return {}
+    return dict((config or {}).get("data") or {})
+
+
 def load_checkpoint(spec: str | Path, runs_dir: str | Path | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """Load a checkpoint file, a run folder's best checkpoint, or (with ``runs_dir``) ``last``, with
     ``weights_only=True``: :func:`cdseg.runs.folder.checkpoint_to_evaluate`.
