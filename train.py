@@ -240,8 +240,34 @@ def _clean_up_a_refusal(cfg: DictConfig) -> None:
         shutil.rmtree(run.path / subdir, ignore_errors=True)
 
 
+def _one_folder(cfg: DictConfig) -> None:
+    """A run named with ``paths.output_dir=`` lives there, but Hydra made a folder of its own for the
+    command's record (``hydra.run.dir``): the record joins the run folder (beside an earlier one) when
+    this command's run is there, and Hydra's folder, which this command made, goes."""
+    hydra_cfg = HydraConfig.get()
+    own, run = Path(hydra_cfg.runtime.output_dir), Path(cfg.paths.output_dir)
+    first = rank_zero_only.rank == 0 and int(os.environ.get("NODE_RANK", 0)) == 0  # other ranks share rank 0's
+    if hydra_cfg.mode == RunMode.MULTIRUN or not first or not own.is_dir() or own.resolve() == run.resolve():
+        return
+    record = own / str(hydra_cfg.output_subdir or ".hydra")
+    started_here = RunFolder(run).config.is_file() and RunFolder(run).config.stat().st_mtime >= _STARTED
+    if record.is_dir() and started_here:
+        target = run / ".hydra"
+        if target.exists():
+            target = target / f"run-{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+        shutil.move(str(record), str(target))
+    RunFolder(own).remove_if_refused(cfg.paths.runs_dir, since=_STARTED)  # only what this command made
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    try:
+        return _main(cfg)
+    finally:
+        _one_folder(cfg)
+
+
+def _main(cfg: DictConfig) -> float | None:
     # Everything the run says, on the console and in its folder's <job>.log (appended by each command).
     with tee_console(Path(cfg.paths.output_dir) / f"{HydraConfig.get().job.name}.log"):
         try:

@@ -581,6 +581,23 @@ def test_a_new_run_never_replaces_another_runs_results(tiny_data: Path, tmp_path
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
+def test_a_run_named_with_output_dir_leaves_one_folder(tiny_data: Path, tmp_path: Path) -> None:
+    runs, named = tmp_path / "runs", tmp_path / "named"
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, str(ROOT / "train.py"), f"paths.runs_dir={runs}", *args]
+        return subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+
+    overrides = [*tiny_overrides(tiny_data, named)]  # paths.output_dir=named
+    assert cli(*overrides).returncode == 0
+    assert (named / ".hydra" / "overrides.yaml").is_file() and (named / "metrics.json").is_file()
+    assert not list(runs.glob("*/*"))  # no second folder holding only Hydra's record
+    refused = cli(*overrides)  # a new run over the first one's results
+    assert refused.returncode == 1 and "holds another run's checkpoints or metrics" in refused.stderr
+    assert not list(runs.glob("*/*"))  # and no record of the refused command beside the run's
+    assert sorted(p.name for p in (named / ".hydra").iterdir()) == ["config.yaml", "hydra.yaml", "overrides.yaml"]
+
+
 def test_a_refused_resume_leaves_nothing_behind(tiny_data: Path, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
 
