@@ -349,6 +349,11 @@ def test_a_run_refused_for_its_data_leaves_no_folder_but_keeps_other_runs(tiny_d
 def test_help_offers_only_real_group_options(tmp_path: Path) -> None:
     proc = run_cli("--help", cwd=tmp_path)
     assert proc.returncode == 0 and "data: levir, synthetic\n" in proc.stdout and "_datamodule" not in proc.stdout
+    for script in (["predict.py"], ["-m", "cdseg.export"]):  # train.py's groups are not theirs to offer
+        proc = subprocess.run(
+            [sys.executable, *script, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 0 and "ckpt_path:" in proc.stdout and "model: " not in proc.stdout
 
 
 def test_a_named_run_keeps_its_time_and_its_tags(tiny_data: Path, tmp_path: Path) -> None:
