@@ -85,7 +85,7 @@ class InterruptCheckpoint(Checkpoint):
     def _stop_if_requested(self, trainer: L.Trainer) -> None:
         if not trainer.strategy.reduce_boolean_decision(self._signum is not None, all=False):
             return
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # the full state: optimizer, schedules, loops
         signum = self._signum or signal.SIGTERM  # another rank got the signal
         raise TrainingInterrupted(
             f"interrupted at epoch {trainer.current_epoch}, step {trainer.global_step}; saved {self.path}",
