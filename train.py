@@ -39,7 +39,7 @@ from cdseg.precision import fix_precision
 from cdseg.runs.checkpoint import write_threshold
 from cdseg.runs.checkpoint_io import SafeCheckpointIO
 from cdseg.runs.console import tee_console
-from cdseg.runs.folder import RunFolder, name_problem
+from cdseg.runs.folder import FolderHoldsARun, RunFolder, claimed_by_this_process, name_problem, refuse_a_taken_folder
 from cdseg.runs.guards import (
     EndOnAValidation,
     LocalSweepOfDDP,
@@ -68,8 +68,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     fix_precision(cfg)  # on a CPU-only run, a GPU precision becomes one this CPU runs well
     ckpt_path = resume(cfg)  # None for a fresh run; a resumed run continues in its own folder
     run = RunFolder(cfg.paths.output_dir)
-    if ckpt_path is None and rank_zero_only.rank == 0 and int(os.environ.get("NODE_RANK", 0)) == 0:
-        run.refuse_a_new_run_over_results()  # other DDP ranks and nodes join the folder the first one started
+    if ckpt_path is None and _first_process():  # other DDP ranks and nodes join the folder the first one started
+        run.refuse_a_new_run_over_results()
     run.write_config(OmegaConf.to_yaml(cfg, resolve=True))
     rank_zero_only(print)(_start_line(cfg, run.path, resumed=ckpt_path is not None))
 
@@ -240,14 +240,23 @@ def _clean_up_a_refusal(cfg: DictConfig) -> None:
         shutil.rmtree(run.path / subdir, ignore_errors=True)
 
 
+def _first_process() -> bool:
+    """Global rank 0 as the environment tells it before the trainer exists (Lightning's launchers,
+    torchrun and SLURM set it; a node started by hand sets NODE_RANK)."""
+    return rank_zero_only.rank == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+
+
 def _one_folder(cfg: DictConfig) -> None:
     """A run named with ``paths.output_dir=`` lives there, but Hydra made a folder of its own for the
     command's record (``hydra.run.dir``): the record joins the run folder (beside an earlier one) when
     this command's run is there, and Hydra's folder, which this command made, goes."""
     hydra_cfg = HydraConfig.get()
     own, run = Path(hydra_cfg.runtime.output_dir), Path(cfg.paths.output_dir)
-    first = rank_zero_only.rank == 0 and int(os.environ.get("NODE_RANK", 0)) == 0  # other ranks share rank 0's
-    if hydra_cfg.mode == RunMode.MULTIRUN or not first or not own.is_dir() or own.resolve() == run.resolve():
+    if hydra_cfg.mode == RunMode.MULTIRUN or not _first_process() or not own.is_dir():
+        return
+    # Only the folder this process claimed for the command (a hydra.run.dir of the user's is theirs),
+    # and never one that holds the run.
+    if not claimed_by_this_process(own) or own.resolve() in (run.resolve(), *run.resolve().parents):
         return
     record = own / str(hydra_cfg.output_subdir or ".hydra")
     started_here = RunFolder(run).config.is_file() and RunFolder(run).config.stat().st_mtime >= _STARTED
@@ -279,7 +288,9 @@ def _main(cfg: DictConfig) -> float | None:
                 _clean_up_a_refusal(cfg)
                 raise SystemExit(1) from None
             sweep = HydraConfig.get().mode == RunMode.MULTIRUN
-            if sweep:  # the job is listed as failed in the sweep summary; the other jobs go on
+            # The job is listed as failed in the sweep summary; the other jobs go on. A folder an
+            # earlier job left its results in keeps them, and its status.
+            if sweep and not isinstance(e, FolderHoldsARun):
                 RunFolder(cfg.paths.output_dir).write_failure(f"{type(e).__name__}: {e}")
             if not isinstance(e, CdsegError):
                 if not sweep:
@@ -297,7 +308,13 @@ def _main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     conf = Path(__file__).parent / "conf"
-    exit_on_unknown_keys(conf, "train")  # before Hydra: names the nearest keys
     sys.argv[1:] = resume_args(conf, "train", sys.argv[1:])  # a resumed run's own overrides, then this command's
+    exit_on_unknown_keys(conf, "train")  # before Hydra: names the nearest keys (of the run's own groups too)
     exit_if_finished(conf, "train", sys.argv[1:])  # and writes nothing
+    try:  # before Hydra writes its record into a folder the command names
+        if _first_process():  # the others join the folder the first one started
+            refuse_a_taken_folder(sys.argv[1:])
+    except FolderHoldsARun as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
     main()

@@ -28,7 +28,15 @@ import torch
 from omegaconf import DictConfig
 
 from cdseg.config import int_problem, require_values
-from cdseg.data.dataset import DEFAULT_EXTENSIONS, ChangeDetectionDataset, extensions_problem, find_pairs
+from cdseg.data.dataset import (
+    DEFAULT_DIRS,
+    DEFAULT_EXTENSIONS,
+    DEFAULT_SPLITS,
+    ChangeDetectionDataset,
+    extensions_problem,
+    find_pairs,
+    folder_names,
+)
 from cdseg.data.preprocess import scale
 from cdseg.errors import CdsegError, exit_1_on_error
 from cdseg.inference.checkpoint import load_checkpoint
@@ -128,12 +136,13 @@ def real_pairs(cfg: DictConfig, config: dict[str, Any]) -> tuple[str, list[tuple
     data = config.get("data", {})
     folder = cfg.pairs
     if folder is None and data.get("root") and not data.get("synthetic"):
-        folder = Path(data["root"]) / data.get("splits", {}).get("val", "val")
+        splits = folder_names("data.splits", data.get("splits"), DEFAULT_SPLITS)[0] or {}
+        folder = Path(data["root"]) / splits.get("val", "val")
         if not folder.is_dir():
             return f"none: the run's validation split {folder} is not on this machine", []
     if folder is None:
         return "none: the run trained on generated data; pairs=<folder> compares real ones", []
-    dirs = dict(data.get("dirs") or {})
+    dirs = folder_names("data.dirs", data.get("dirs"), DEFAULT_DIRS)[0] or {}  # a folder named 2019 is "2019"
     extensions = list(cfg.extensions or data.get("extensions") or DEFAULT_EXTENSIONS)
     dataset = ChangeDetectionDataset(find_pairs(folder, dirs, extensions, require_label=False)[: cfg.max_pairs])
     out = []

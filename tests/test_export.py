@@ -141,6 +141,16 @@ def test_real_pairs_in_another_format_are_compared(trained_run: dict, tiny_data:
     assert len([name for name in summary["parity"] if name.startswith("real")]) == 2
 
 
+def test_a_runs_folders_named_by_numbers_are_found(tiny_data: Path, tmp_path: Path) -> None:
+    from cdseg.export import real_pairs
+
+    for date, folder in (("A", "2019"), ("B", "2020")):  # data.dirs={a: 2019, b: 2020}, data.splits.val=1
+        shutil.copytree(tiny_data / "val" / date, tmp_path / "1" / folder)
+    data = {"root": str(tmp_path), "dirs": {"a": 2019, "b": 2020}, "splits": {"val": 1}}
+    where, pairs = real_pairs(export_cfg("ckpt_path=x", "output=y.onnx", "max_pairs=2"), {"data": data})
+    assert where == str(tmp_path / "1") and len(pairs) == 2
+
+
 def test_a_failed_parity_check_keeps_nothing(trained_run: dict, tmp_path: Path) -> None:
     file = tmp_path / "model.onnx"
     with pytest.raises(ExportError, match="parity check failed: largest difference"):

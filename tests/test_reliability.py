@@ -452,9 +452,14 @@ def test_a_run_stopped_early_is_finished_until_early_stopping_is_left_out(tiny_d
     proc = cli(f"ckpt_path={run_dir}")
     assert proc.returncode == 0 and "this run was stopped early after 2 epochs (Monitored metric val/F1" in proc.stderr
     assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")} == before  # not a file added or touched
-    proc = cli(f"ckpt_path={run_dir}", "~callbacks.early_stopping", "trainer.max_epochs=3")
+    # Early stopping on another metric starts afresh (Lightning keys its state by monitor and mode).
+    other = ["callbacks.early_stopping.monitor=val/loss", "callbacks.early_stopping.mode=min"]
+    proc = cli(f"ckpt_path={run_dir}", *other, "trainer.max_epochs=3")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert load(run_dir / "checkpoints" / "last.ckpt")["epoch"] == 2
+    proc = cli(f"ckpt_path={run_dir}", "~callbacks.early_stopping", "trainer.max_epochs=4")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert load(run_dir / "checkpoints" / "last.ckpt")["epoch"] == 3
 
 
 class RecordLR(L.Callback):
@@ -596,6 +601,23 @@ def test_a_run_named_with_output_dir_leaves_one_folder(tiny_data: Path, tmp_path
     assert refused.returncode == 1 and "holds another run's checkpoints or metrics" in refused.stderr
     assert not list(runs.glob("*/*"))  # and no record of the refused command beside the run's
     assert sorted(p.name for p in (named / ".hydra").iterdir()) == ["config.yaml", "hydra.yaml", "overrides.yaml"]
+    # A folder of the user's, named with hydra.run.dir, is never removed: not when it is the run's
+    # parent (the working directory here), not when it is the run folder and a second run is refused.
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *overrides[:-1], "hydra.run.dir=.", "paths.output_dir=run1"],
+        capture_output=True,
+        text=True,
+        cwd=work,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (work / "run1" / "metrics.json").is_file() and (work / ".hydra").is_dir()
+    record = (named / ".hydra" / "overrides.yaml").read_text()
+    refused = cli(*overrides[:-1], f"hydra.run.dir={named}", "seed=7")
+    assert refused.returncode == 1 and "holds another run's checkpoints or metrics" in refused.stderr
+    assert (named / ".hydra" / "overrides.yaml").read_text() == record  # refused before Hydra wrote anything
 
 
 def test_a_refused_resume_leaves_nothing_behind(tiny_data: Path, tmp_path: Path) -> None:

@@ -205,6 +205,11 @@ def test_multirun_makes_one_folder_per_job_and_ends_with_a_summary(tiny_data: Pa
     assert f"overrides of every job: {' '.join(overrides)}" in proc.stdout
     best = max((r for r in rows if r["status"] == "ok"), key=lambda r: float(r["val/F1"]))  # first of equals
     assert f"best job by val/F1 (max): {best['job']}," in proc.stdout
+    # The same sweep folder again: refused before a job starts, the first sweep's results untouched.
+    summary = (tmp_path / "sweep" / "summary.csv").read_text()
+    again = run_cli("-m", "seed=5", *overrides, f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path)
+    assert again.returncode == 1 and "holds an earlier sweep's jobs and their results" in again.stderr
+    assert (tmp_path / "sweep" / "summary.csv").read_text() == summary and not (jobs[0] / "failed.txt").exists()
 
 
 def test_an_optuna_search_maximises_val_f1_and_ends_with_the_summary(tiny_data: Path, tmp_path: Path) -> None:

@@ -216,7 +216,7 @@ def finished(cfg: DictConfig) -> str | None:
     by_steps = max_steps > 0 and steps >= max_steps  # Lightning stops at whichever limit comes first
     by_epochs = max_epochs not in (None, -1) and epochs >= max_epochs
     script = Path(sys.argv[0]).name or "train.py"
-    stopped = _stopped_early(ckpt) if _early_stopping(cfg) else None
+    stopped = _stopped_early(ckpt, _early_stopping_keys(cfg))
     if stopped and not (by_steps or by_epochs):
         return (
             f"{run.path}: this run was stopped early after {epochs} epochs ({stopped}; its results are in "
@@ -235,15 +235,21 @@ def finished(cfg: DictConfig) -> str | None:
     )
 
 
-def _early_stopping(cfg: DictConfig) -> bool:
-    """This command stops early (conf/callbacks/early_stopping.yaml or a callback of its own)."""
-    return any(str(c.get("_target_", "")).endswith("EarlyStopping") for c in (cfg.get("callbacks") or {}).values())
+def _early_stopping_keys(cfg: DictConfig) -> set[str]:
+    """The checkpoint keys of this command's EarlyStopping callbacks (Lightning's state key: the class
+    and its monitor and mode), under which each would take up a checkpoint's state."""
+    keys = set()
+    for c in (cfg.get("callbacks") or {}).values():
+        if str(c.get("_target_", "")).endswith("EarlyStopping"):
+            keys.add("EarlyStopping" + repr({"monitor": c.get("monitor"), "mode": c.get("mode", "min")}))
+    return keys
 
 
-def _stopped_early(ckpt: dict) -> str | None:
-    """What stopped the run early, from its EarlyStopping state (None when nothing did)."""
+def _stopped_early(ckpt: dict, keys: set[str]) -> str | None:
+    """What stopped the run early, from the EarlyStopping state this command would take up (None
+    when nothing did)."""
     for key, state in (ckpt.get("callbacks") or {}).items():
-        if not (key.startswith("EarlyStopping") and isinstance(state, dict)):
+        if key not in keys or not isinstance(state, dict):
             continue
         if state.get("stopping_reason", 0):  # Lightning's reason, whatever it was (patience, a threshold)
             return str(state.get("stopping_reason_message") or "EarlyStopping").rstrip(". ").split(". Signaling")[0]
