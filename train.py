@@ -39,7 +39,7 @@ from cdseg.precision import fix_precision
 from cdseg.runs.checkpoint import write_threshold
 from cdseg.runs.checkpoint_io import SafeCheckpointIO
 from cdseg.runs.console import tee_console
-from cdseg.runs.folder import FolderHoldsARun, RunFolder, claimed_by_this_process, name_problem, refuse_a_taken_folder
+from cdseg.runs.folder import FolderHoldsARun, RunFolder, claimed_by_this_process, name_problem
 from cdseg.runs.guards import (
     EndOnAValidation,
     LocalSweepOfDDP,
@@ -47,7 +47,15 @@ from cdseg.runs.guards import (
     refuse_a_local_sweep_of_ddp,
 )
 from cdseg.runs.interrupt import exit_on_stop_signal
-from cdseg.runs.resume import ExtendSchedule, RecordOverrides, SeedEachBatch, exit_if_finished, resume, resume_args
+from cdseg.runs.resume import (
+    ExtendSchedule,
+    RecordOverrides,
+    SeedEachBatch,
+    exit_if_finished,
+    refuse_a_taken_folder,
+    resume,
+    resume_args,
+)
 from cdseg.scores import score_line
 
 
@@ -68,7 +76,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     fix_precision(cfg)  # on a CPU-only run, a GPU precision becomes one this CPU runs well
     ckpt_path = resume(cfg)  # None for a fresh run; a resumed run continues in its own folder
     run = RunFolder(cfg.paths.output_dir)
-    if ckpt_path is None and _first_process():  # other DDP ranks and nodes join the folder the first one started
+    # Only a run resumed in its own folder may add to that folder's results (a checkpoint file kept
+    # elsewhere resumes into a new folder). Other DDP ranks and nodes join the folder the first one started.
+    own_folder = ckpt_path is not None and RunFolder.of_checkpoint(ckpt_path) is not None
+    if not own_folder and _first_process():
         run.refuse_a_new_run_over_results()
     run.write_config(OmegaConf.to_yaml(cfg, resolve=True))
     rank_zero_only(print)(_start_line(cfg, run.path, resumed=ckpt_path is not None))

@@ -518,6 +518,8 @@ def test_a_resuming_command_starts_from_the_runs_overrides(tmp_path: Path) -> No
     # The run's "+trainer.max_steps" is left out rather than deleted after it was added.
     assert merge_overrides(recorded, given) == ["model=tiny", "model.base=4", *given[:2]]
     assert merge_overrides(["+trainer.max_steps=9"], ["trainer.max_steps=20"]) == ["++trainer.max_steps=20"]
+    # Where the run was named to go is not replayed: it resumes in its own folder, from any directory.
+    assert merge_overrides(["paths.output_dir=runB", "model=tiny"], ["ckpt_path=x"]) == ["model=tiny", "ckpt_path=x"]
     # On the command line, the replayed overrides take the place of the command's own, after Hydra's flags.
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
@@ -618,6 +620,47 @@ def test_a_run_named_with_output_dir_leaves_one_folder(tiny_data: Path, tmp_path
     refused = cli(*overrides[:-1], f"hydra.run.dir={named}", "seed=7")
     assert refused.returncode == 1 and "holds another run's checkpoints or metrics" in refused.stderr
     assert (named / ".hydra" / "overrides.yaml").read_text() == record  # refused before Hydra wrote anything
+
+
+def test_the_command_line_is_checked_for_a_taken_folder_before_hydra_writes(tmp_path: Path) -> None:
+    from cdseg.runs.folder import FolderHoldsARun
+    from cdseg.runs.resume import refuse_a_taken_folder
+
+    taken = tmp_path / "taken"
+    (taken / "checkpoints").mkdir(parents=True)
+    (taken / "metrics.json").write_text("{}")
+    (tmp_path / "sweep" / "0").mkdir(parents=True)
+    (tmp_path / "sweep" / "0" / "metrics.json").write_text("{}")
+    refused = [
+        [f"paths.output_dir={taken}"],
+        [f"hydra.run.dir={taken}", f"paths.output_dir={tmp_path / 'free'}"],  # Hydra's record would go there
+        [f"hydra.run.dir='{taken}'"],  # quoted
+        ["-m", f"hydra.sweep.dir={tmp_path / 'sweep'}", "seed=1,2"],
+        ["hydra.mode=MULTIRUN", f"hydra.sweep.dir={tmp_path / 'sweep'}"],  # a sweep without -m
+    ]
+    for args in refused:
+        with pytest.raises(FolderHoldsARun):
+            refuse_a_taken_folder(args)
+    allowed = [
+        [f"paths.output_dir={tmp_path / 'free'}"],
+        ["--cfg", "job", f"paths.output_dir={taken}"],  # prints, writes nothing
+        [f"ckpt_path={taken}"],  # a resume continues in its own folder
+        ["-m", f"hydra.sweep.dir={tmp_path / 'other'}", "seed=1,2"],
+        ["paths.output_dir=${hydra:runtime.output_dir}/x"],  # an interpolation: the run's own check
+    ]
+    for args in allowed:
+        refuse_a_taken_folder(args)
+
+
+def test_a_loose_checkpoint_never_resumes_over_another_runs_results(tiny_data: Path, tmp_path: Path) -> None:
+    run(tiny_data, tmp_path / "a", "trainer.max_epochs=1")
+    run(tiny_data, tmp_path / "b", "trainer.max_epochs=1")
+    loose = tmp_path / "loose.ckpt"
+    loose.write_bytes((tmp_path / "b" / "checkpoints" / "last.ckpt").read_bytes())
+    before = {p: p.read_bytes() for p in (tmp_path / "a").rglob("*") if p.is_file()}
+    with pytest.raises(ConfigError, match="holds another run's checkpoints or metrics"):
+        run(tiny_data, tmp_path / "a", "trainer.max_epochs=2", f"ckpt_path={loose}", "extend_schedule=true")
+    assert {p: p.read_bytes() for p in (tmp_path / "a").rglob("*") if p.is_file()} == before
 
 
 def test_a_refused_resume_leaves_nothing_behind(tiny_data: Path, tmp_path: Path) -> None:

@@ -64,32 +64,6 @@ class FolderHoldsARun(ConfigError):
     """A new run or sweep asked to write where an earlier one left its results."""
 
 
-def refuse_a_taken_folder(args: Sequence[str]) -> None:
-    """Before Hydra writes its record of the command: a new run (no ``ckpt_path=``) whose folder the
-    command line names (``paths.output_dir=``, else ``hydra.run.dir=``) or a new sweep whose
-    ``hydra.sweep.dir=`` holds an earlier one's jobs, where they left results, is refused
-    (:class:`FolderHoldsARun`). Folders given through interpolations are left to the run's own check."""
-    given = dict(a.lstrip("+").split("=", 1) for a in args if "=" in a and not a.startswith("-"))
-    if "ckpt_path" in given and given["ckpt_path"] not in ("", "null"):
-        return
-    if any(a in ("-m", "--multirun") for a in args) or given.get("hparams_search") not in (None, "null"):
-        sweep = given.get("hydra.sweep.dir")
-        jobs = (
-            [j for j in Path(sweep).iterdir() if j.is_dir()]
-            if sweep and "${" not in sweep and Path(sweep).is_dir()
-            else []
-        )
-        if any(RunFolder(job).holds_results() for job in jobs):
-            raise FolderHoldsARun(
-                f"{sweep} holds an earlier sweep's jobs and their results, which this sweep would replace: "
-                "choose another hydra.sweep.dir (or leave it unset)"
-            )
-        return
-    folder = given.get("paths.output_dir") or given.get("hydra.run.dir")
-    if folder and "${" not in folder:
-        RunFolder(folder).refuse_a_new_run_over_results()
-
-
 def claimed_by_this_process(path: str | Path) -> bool:
     """``path`` is a folder :func:`claim_new_folder` created in this process."""
     return any(Path(p).resolve() == Path(path).resolve() for p in _CLAIMED.values())

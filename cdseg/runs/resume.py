@@ -29,7 +29,7 @@ from cdseg.config import flatten
 from cdseg.errors import ConfigError
 from cdseg.precision import cpu_only, runnable_precision
 from cdseg.runs.checkpoint import CheckpointError, read_checkpoint, run_config
-from cdseg.runs.folder import RunFolder, checkpoint_to_resume, claim_new_folder, run_suffix
+from cdseg.runs.folder import FolderHoldsARun, RunFolder, checkpoint_to_resume, claim_new_folder, run_suffix
 
 # What a resumed run may change: where it writes and logs, how long it trains, when it validates,
 # how (not what) data is loaded, and the accelerator. Everything else (model, loss, optimizer,
@@ -86,8 +86,46 @@ ADDED_LATER = {"data.augment_on": "host", "data.cache": None, "trainer.num_nodes
 # Schedule options that follow the run's length (conf/scheduler): extend_schedule=true lets them change.
 SCHEDULE_LENGTH = ("scheduler.T_max", "scheduler.total_steps")
 # What one resuming command asks for, not a setting of the run: never replayed from the run's overrides.
-ONE_TIME = ("ckpt_path", "resume_strict", "extend_schedule")
+# paths.output_dir too: a resumed run continues in its own folder, wherever the command is run from.
+ONE_TIME = ("ckpt_path", "resume_strict", "extend_schedule", "paths.output_dir")
 OVERRIDES = "cdseg_overrides"  # the checkpoint key holding the command-line overrides of the run
+
+
+def refuse_a_taken_folder(args: Sequence[str]) -> None:
+    """Before Hydra writes its record of the command: a new run (no ``ckpt_path=``) whose folder the
+    command line names (``paths.output_dir=``, else ``hydra.run.dir=``) or a new sweep whose
+    ``hydra.sweep.dir=`` holds an earlier one's jobs, where they left results, is refused
+    (:class:`FolderHoldsARun`). Folders given through interpolations are left to the run's own check."""
+    if any(a in READ_ONLY_FLAGS for a in args):
+        return  # prints a config or help, writes nothing
+    try:
+        parsed = OverridesParser.create().parse_overrides([a for a in args if not a.startswith("-")])
+    except Exception:  # Hydra reports its own syntax errors
+        return
+    given = {o.key_or_group: o.value() for o in parsed if not o.is_sweep_override()}
+    if given.get("ckpt_path") not in (None, ""):
+        return  # resume() sends the run to its own folder; train() checks where a loose checkpoint goes
+    sweep = any(a in ("-m", "--multirun") for a in args) or given.get("hydra.mode") == "MULTIRUN"
+    if sweep or given.get("hparams_search") is not None:
+        folder = given.get("hydra.sweep.dir")
+        jobs = [j for j in Path(folder).iterdir() if j.is_dir()] if _literal(folder) and Path(folder).is_dir() else []
+        if any(RunFolder(job).holds_results() for job in jobs):
+            raise FolderHoldsARun(
+                f"{folder} holds an earlier sweep's jobs and their results, which this sweep would replace: "
+                "choose another hydra.sweep.dir (or leave it unset)"
+            )
+        return
+    for key in ("hydra.run.dir", "paths.output_dir"):  # Hydra writes its record into the first
+        if _literal(given.get(key)):
+            RunFolder(given[key]).refuse_a_new_run_over_results()
+
+
+READ_ONLY_FLAGS = ("--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i", "--resolve")
+
+
+def _literal(value: Any) -> bool:
+    """A folder given as a plain string (an interpolation is left to the run's own check)."""
+    return isinstance(value, str) and bool(value) and "${" not in value
 
 
 def resume_args(config_dir: str | Path, config_name: str, args: Sequence[str]) -> list[str]:
