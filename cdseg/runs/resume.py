@@ -92,10 +92,11 @@ OVERRIDES = "cdseg_overrides"  # the checkpoint key holding the command-line ove
 
 
 def refuse_a_taken_folder(args: Sequence[str]) -> None:
-    """Before Hydra writes its record of the command: a new run (no ``ckpt_path=``) whose folder the
-    command line names (``paths.output_dir=``, else ``hydra.run.dir=``) or a new sweep whose
-    ``hydra.sweep.dir=`` holds an earlier one's jobs, where they left results, is refused
-    (:class:`FolderHoldsARun`). Folders given through interpolations are left to the run's own check."""
+    """Before Hydra writes its record of the command: a new run (no ``ckpt_path=``) is refused
+    (:class:`FolderHoldsARun`) when a folder the command line names, ``hydra.run.dir=`` (Hydra's
+    record) or ``paths.output_dir=`` (the run), holds an earlier run's results; a new sweep, when its
+    ``hydra.sweep.dir=`` holds an earlier sweep's. Folders given through interpolations are left to
+    the run's own check, and commands that only print (``--cfg``, ``--help``) to Hydra."""
     if any(a in READ_ONLY_FLAGS for a in args):
         return  # prints a config or help, writes nothing
     try:
@@ -120,7 +121,7 @@ def refuse_a_taken_folder(args: Sequence[str]) -> None:
             RunFolder(given[key]).refuse_a_new_run_over_results()
 
 
-READ_ONLY_FLAGS = ("--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i", "--resolve")
+READ_ONLY_FLAGS = ("--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i")
 
 
 def _literal(value: Any) -> bool:
