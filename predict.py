@@ -34,7 +34,6 @@ from cdseg.config import require_values, threshold_problem
 from cdseg.data.dataset import (
     DEFAULT_DIRS,
     ChangeDetectionDataset,
-    DatasetError,
     Pair,
     extensions_problem,
     find_pairs,
@@ -110,16 +109,17 @@ def collect_pairs(cfg: DictConfig) -> ChangeDetectionDataset:
 
 def input_pairs(cfg: DictConfig) -> list[Pair]:
     """The pairs of ``input=``'s A/ and B/ (labels where there are)."""
-    dirs = folder_names("dirs", cfg.dirs, DEFAULT_DIRS)[0] or {}  # check_options has refused a wrong one
-    try:
-        return find_pairs(cfg.input, dirs, list(cfg.extensions), require_label=False)
-    except DatasetError as e:  # a folder named otherwise: perhaps as the run's data.dirs named them
+    dirs = {**DEFAULT_DIRS, **(folder_names("dirs", cfg.dirs, DEFAULT_DIRS)[0] or {})}  # checked in check_options
+    missing = next((Path(cfg.input) / dirs[d] for d in ("a", "b") if not (Path(cfg.input) / dirs[d]).is_dir()), None)
+    if missing is not None:  # perhaps named as the run's data.dirs named them: say so
         data = {} if cfg.model_file or not cfg.ckpt_path else run_data_options(cfg.ckpt_path, cfg.runs_dir)
-        trained = folder_names("data.dirs", data.get("dirs"), DEFAULT_DIRS)[0] or {}
-        if "folder not found" not in str(e) or {**DEFAULT_DIRS, **trained} == {**DEFAULT_DIRS, **dirs}:
-            raise
-        named = ", ".join(f"{k}: {v}" for k, v in {**DEFAULT_DIRS, **trained}.items())
-        raise PredictError(f"{e}; the run trained on data.dirs={{{named}}}: add dirs={{{named}}}") from None
+        trained = {**DEFAULT_DIRS, **(folder_names("data.dirs", data.get("dirs"), DEFAULT_DIRS)[0] or {})}
+        if trained != dirs:
+            named = ", ".join(f"{k}: {v}" for k, v in trained.items())
+            raise PredictError(
+                f"{missing}: folder not found; the run trained on data.dirs={{{named}}}: add dirs={{{named}}}"
+            )
+    return find_pairs(cfg.input, dirs, list(cfg.extensions), require_label=False)
 
 
 def unique_stems(pairs: list[tuple[str, Path]], written_as: str) -> None:

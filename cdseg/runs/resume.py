@@ -25,7 +25,7 @@ from hydra.core.override_parser.types import OverrideType
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from cdseg.config import flatten
+from cdseg.config import build, flatten
 from cdseg.errors import ConfigError
 from cdseg.precision import cpu_only, runnable_precision
 from cdseg.runs.checkpoint import CheckpointError, read_checkpoint, run_config
@@ -275,13 +275,10 @@ def finished(cfg: DictConfig) -> str | None:
 
 
 def _early_stopping_keys(cfg: DictConfig) -> set[str]:
-    """The checkpoint keys of this command's EarlyStopping callbacks (Lightning's state key: the class
-    and its monitor and mode), under which each would take up a checkpoint's state."""
-    keys = set()
-    for c in (cfg.get("callbacks") or {}).values():
-        if str(c.get("_target_", "")).endswith("EarlyStopping"):
-            keys.add("EarlyStopping" + repr({"monitor": c.get("monitor"), "mode": c.get("mode", "min")}))
-    return keys
+    """The checkpoint keys (Lightning's ``state_key``) under which this command's EarlyStopping
+    callbacks would take up a checkpoint's state."""
+    callbacks = (cfg.get("callbacks") or {}).values()
+    return {build(c).state_key for c in callbacks if str(c.get("_target_", "")).endswith("EarlyStopping")}
 
 
 def _stopped_early(ckpt: dict, keys: set[str]) -> str | None:
