@@ -45,6 +45,7 @@ from cdseg.runs.guards import (
     LocalSweepOfDDP,
     check_devices_and_optimisation,
     refuse_a_local_sweep_of_ddp,
+    validation_interval_problem,
 )
 from cdseg.runs.interrupt import exit_on_stop_signal
 from cdseg.runs.resume import (
@@ -106,7 +107,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[SafeCheckpointIO()])
     refuse_a_local_sweep_of_ddp(trainer)
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except ValueError:
+        raise_problems([validation_interval_problem(trainer)])  # Lightning's refusal, by the keys that set it
+        raise
 
     # Re-validating the best checkpoint gives all val/* metrics of that epoch, and proves it loads;
     # it and the test also record their precision-recall curves.

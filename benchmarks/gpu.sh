@@ -13,19 +13,22 @@
 #
 #     pip wheel --no-deps -w WHEELS_DIR hydra-core==1.3.8 omegaconf==2.3.1 antlr4-python3-runtime==4.9.3
 set -euo pipefail
-cd "$(dirname "$0")/.."
 out=${1:?usage: benchmarks/gpu.sh OUT_DIR [WHEELS_DIR]}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)  # both folders as the caller named them, before moving to the source tree
+wheels=${2:+$(cd "$2" && pwd)}
+cd "$(dirname "$0")/.."
 budget=${BENCH_BUDGET:-330}
 python=${PYTHON:-python3}
-mkdir -p "$out"
-if [ -n "${2:-}" ]; then
+if [ -n "$wheels" ]; then
   site=$(mktemp -d)
-  "$python" -m pip install --quiet --no-index --no-deps --no-compile --target "$site" "$2"/*.whl
+  trap 'rm -rf "$site"' EXIT
+  "$python" -m pip install --quiet --no-index --no-deps --no-compile --target "$site" "$wheels"/*.whl
   export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,power.limit,driver_version --format=csv >"$out/gpu.csv" ||
-  echo "nvidia-smi failed; going on" >&2
+  { rm -f "$out/gpu.csv"; echo "nvidia-smi failed; going on" >&2; }
 df -h /dev/shm | tee "$out/shm.txt" || true  # loader workers hand batches over through it: a small one fails host-side rows
 "$python" -c "import hydra, lightning, torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda, \
 'Lightning', lightning.__version__, 'Hydra', hydra.__version__, 'GPU:', torch.cuda.is_available())"

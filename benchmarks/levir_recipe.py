@@ -1,8 +1,9 @@
 """Recipes compared on the model card's real LEVIR split at an equal number of optimizer steps.
 
     python benchmarks/levir_recipe.py [--configs defaults recipe] [--seeds 0 1 2] [--steps 240]
-        [--val-every 8] [--all "override ..."] [--set NAME="override ..."]
-        [--set-defaults NAME="override ..."] [--out outputs/model-card/levir_recipe.jsonl]
+        [--val-every 8] [--precision 32-true] [--all "override ..."] [--set NAME="override ..."]
+        [--set-defaults NAME="override ..."] [--levir ../shared/data/levir-cd-samples]
+        [--work outputs/model-card] [--out outputs/model-card/levir_recipe.jsonl]
 
 ``defaults`` is ``data=levir`` as it stands (flips, rot90, AdamW, cosine by epoch); ``recipe`` is
 ``experiment=levir`` with its schedule shortened to ``--steps`` (warmup a tenth of them), ``opencd``

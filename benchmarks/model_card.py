@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
-from timing import median_seconds
+from timing import device_name, median_seconds
 from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,8 +159,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     card: dict[str, Any] = {
         "command": " ".join(["python benchmarks/model_card.py", *(argv if argv is not None else sys.argv[1:])]),
-        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
-        "device": "cpu",
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{device_name(cpu=True)}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        # Training runs on the accelerator Lightning picks (trainer.accelerator=auto); the throughput
+        # column is measured on the CPU.
+        "device": f"training: {device_name()}; throughput: CPU",
         "settings": {
             "seeds": args.seeds,
             "epochs": epochs,

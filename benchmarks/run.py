@@ -1,8 +1,11 @@
-"""One benchmark command: how fast cdseg trains, feeds and predicts on this machine, as ratios against
-baselines measured in the same process.
+"""One benchmark command: how fast cdseg trains, feeds and predicts on this machine.
 
-    python benchmarks/run.py [--sections train flops data predict startup models] [--quick]
-        [--budget SECONDS] [--out outputs/bench/bench-<time>.json]
+Training is measured against a plain loop and compute against a matmul, each baseline run in the same
+process; the other sections give rates and times.
+
+    python benchmarks/run.py [--sections train flops data predict startup models matrix] [--quick]
+        [--workers 0 1 2] [--rounds 3] [--budget SECONDS] [--work DIR]
+        [--out outputs/bench/bench-<time>.json]
 
 Sections (each figure is printed and written with the device, the settings and this command):
     train    pairs/s of train.py's Lightning path (the composed config, its callbacks included) against
@@ -35,7 +38,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -57,7 +59,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from model_card import ROOT, compose_train, size_and_speed
 from omegaconf import OmegaConf
-from timing import median_seconds, synchronize
+from timing import device_name, median_seconds, read_text, synchronize
 from torch.utils.flop_counter import FlopCounterMode
 
 from cdseg.atomic_write import write_png, write_text
@@ -73,25 +75,8 @@ SHARED_TILES = ROOT.parent / "shared" / "data" / "levir-cd-samples" / "tiles-102
 QUIET = ["logger=csv", "~callbacks.sample_panels", "callbacks.progress_bar.refresh_rate=0", "test=false"]
 
 
-def device_name() -> str:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name()
-    model = next(
-        (line.split(":", 1)[1].strip() for line in _read("/proc/cpuinfo").splitlines() if "model name" in line),
-        platform.processor() or "unknown CPU",
-    )
-    return f"{model}, {os.cpu_count()} cores"
-
-
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text()
-    except OSError:
-        return ""
-
-
 def rss_bytes() -> int:
-    fields = _read("/proc/self/statm").split()
+    fields = read_text("/proc/self/statm").split()
     return int(fields[1]) * os.sysconf("SC_PAGE_SIZE") if fields else 0
 
 
@@ -199,8 +184,10 @@ def section_train(args: argparse.Namespace, work: Path) -> Iterator[dict[str, An
         overrides = [*data, f"data.num_workers={workers}", f"data.persistent_workers={workers > 0}"]
         rates: dict[str, list[float]] = {"lightning": [], "plain": []}
         memory: dict[str, float] = {}
-        for _ in range(args.rounds):  # alternated, so that a slow spell of the machine hits both
-            for name, fn in (("plain", plain_rate), ("lightning", lightning_rate)):
+        contenders = [("plain", plain_rate), ("lightning", lightning_rate)]
+        for i in range(args.rounds):  # alternated, so that a slow spell of the machine hits both
+            # and in reversed order every other round, so that going first (heap growth) does too
+            for name, fn in contenders if i % 2 == 0 else contenders[::-1]:
                 with peak_memory() as mem:
                     rates[name].append(fn(overrides, args.warmup, args.steps, batch))
                 memory[name] = max(memory.get(name, 0.0), mem["peak_mem_GB"])
@@ -235,9 +222,10 @@ def section_matrix(args: argparse.Namespace, work: Path) -> Iterator[dict[str, A
         net = build_network(compose_train(f"model.base={base}", "model.channels_last=false").model)
         net(*torch.randn(2, 1, 3, size, size)).sum().backward()
     gflop = counter.get_total_flops() / 1e9
-    for batch in args.matrix_batches:
+
+    def common(batch: int) -> list[str]:
         pairs = batch * (args.warmup + args.steps + 1)  # the timed steps fit in one epoch
-        common = [
+        return [
             f"data.root={work / f'synthetic-{size}-{pairs}'}",
             f"data.synthetic={{size:{size},train:{pairs},val:{batch},test:0,seed:0}}",
             f"data.batch_size={batch}",
@@ -255,16 +243,19 @@ def section_matrix(args: argparse.Namespace, work: Path) -> Iterator[dict[str, A
             f"++trainer.benchmark={cuda}",
             f"paths.output_dir={work / 'run'}",
         ]
-        # The expected fastest setting first, compiled next, so that a spent --budget cuts the least telling.
-        settings = [
-            (precision, channels_last, where, False)
-            for precision in args.matrix_precisions
-            for channels_last in (True, False)
-            for where in ("device", "host")
-        ]
-        if args.matrix_compile:
-            settings.insert(1, (*settings[0][:3], True))
-        for precision, channels_last, where, compiled in settings:
+
+    # The expected fastest setting first, compiled next, each at every batch size before the next
+    # setting, so that a spent --budget cuts the least telling.
+    settings = [
+        (precision, channels_last, where, False)
+        for precision in args.matrix_precisions
+        for channels_last in (True, False)
+        for where in ("device", "host")
+    ]
+    if args.matrix_compile:
+        settings.insert(1, (*settings[0][:3], True))
+    for precision, channels_last, where, compiled in settings:
+        for batch in args.matrix_batches:
             row = {
                 "section": "matrix",
                 "what": f"base {base}, {size}^2, batch {batch}, {precision}, "
@@ -275,7 +266,7 @@ def section_matrix(args: argparse.Namespace, work: Path) -> Iterator[dict[str, A
                 yield {**row, "skipped": "the --budget was spent"}
                 continue
             overrides = [
-                *common,
+                *common(batch),
                 f"trainer.precision={precision}",
                 f"model.channels_last={channels_last}",
                 f"model.compile={compiled}",
@@ -580,7 +571,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             base=4,
             warmup=1,
             steps=2,
-            rounds=1,
+            rounds=2,  # two: the contenders alternate in order
             repeats=1,
             infer_size=32,
             infer_batch=1,

@@ -1,10 +1,13 @@
-"""The one timing rule the benchmarks share."""
+"""The one timing rule the benchmarks share, and how they name the machine."""
 
 from __future__ import annotations
 
+import os
+import platform
 import statistics
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import torch
 
@@ -48,3 +51,21 @@ def alternated(contenders: Mapping[str, Callable[[], object]], rounds: int, repe
         for name in list(contenders)[:: 1 if i % 2 == 0 else -1]:
             times[name].append(median_seconds(contenders[name], repeats, warmup=1))
     return times
+
+
+def device_name(cpu: bool = False) -> str:
+    """The GPU's name, else (or with ``cpu``) the CPU's model and core count."""
+    if torch.cuda.is_available() and not cpu:
+        return torch.cuda.get_device_name()
+    model = next(
+        (line.split(":", 1)[1].strip() for line in read_text("/proc/cpuinfo").splitlines() if "model name" in line),
+        platform.processor() or "unknown CPU",
+    )
+    return f"{model}, {os.cpu_count()} cores"
+
+
+def read_text(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""

@@ -38,24 +38,29 @@ class SamplePanels(L.Callback):
         dataset = trainer.val_dataloaders.dataset
         n = min(self.num_samples, len(dataset))
         step = len(dataset) // n if self.spread else 1
-        batch = default_collate([dataset[i * step] for i in range(n)])
-        with torch.no_grad():
-            probs = pl_module.predict_step(
-                {k: v.to(pl_module.device) if torch.is_tensor(v) else v for k, v in batch.items()}, 0
-            )
         threshold = getattr(pl_module, "threshold", 0.5)  # the calibrated one, once set
         dm = trainer.datamodule
         mean, std = getattr(dm, "mean", None), getattr(dm, "std", None)
-        rows = [
-            sample_panel(
-                to_uint8_image(batch["A"][i].numpy(), mean, std),
-                to_uint8_image(batch["B"][i].numpy(), mean, std),
-                batch["mask"][i, 0].numpy(),
-                probs[i, 0].cpu().numpy() > threshold,  # as torchmetrics,
+        precision = trainer.precision_plugin  # the run's precision: autocast, or half inputs for *-true
+        rows, widths = [], []
+        # One sample at a time: a validation split of mixed sizes (data.eval_batch_size=1) cannot stack.
+        for i in range(n):
+            sample = default_collate([dataset[i * step]])  # (1, C, H, W) tensors
+            batch = precision.convert_input(
+                {k: v.to(pl_module.device) if torch.is_tensor(v) else v for k, v in sample.items()}
             )
-            for i in range(n)
-        ]
-        image = stack_rows([title_strip(batch["A"].shape[-1]), *rows])  # A | B | truth | prediction, labelled
+            with torch.no_grad(), precision.val_step_context():
+                probs = pl_module.predict_step(batch, 0).float()
+            widths.append(sample["A"].shape[-1])
+            rows.append(
+                sample_panel(
+                    to_uint8_image(sample["A"][0].numpy(), mean, std),
+                    to_uint8_image(sample["B"][0].numpy(), mean, std),
+                    sample["mask"][0, 0].numpy(),
+                    probs[0, 0].cpu().numpy() > threshold,  # as torchmetrics
+                )
+            )
+        image = stack_rows([title_strip(widths[0]), *rows])  # A | B | truth | prediction, labelled
         for lg in loggers:
             lg.experiment.add_image("val/samples", image, trainer.global_step, dataformats="HWC")
 
@@ -84,6 +89,14 @@ class EMA(WeightAveraging):
         if not 0.0 < decay < 1.0:
             raise ValueError(f"EMA decay must lie in (0, 1), got {decay}")
         super().__init__(use_buffers=True, avg_fn=partial(_ema_step, decay, warmup))
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if self._average_model is not None:
+            # The average in float32 whatever the weights are: under bf16-true or 16-true an average in
+            # their dtype would stop moving, each step's change (a thousandth of the gap at decay 0.999)
+            # falling below their resolution. Swapping and saving copy between the dtypes.
+            self._average_model.module.float()
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Lightning would otherwise swap the final average into trainer.validate(ckpt_path=best)

@@ -25,6 +25,29 @@ def test_the_decay_warms_up_then_holds() -> None:
         EMA(decay=1.0)
 
 
+def test_the_average_of_half_precision_weights_keeps_moving() -> None:
+    """Under bf16-true the weights are bf16; an average kept in bf16 froze at its first values."""
+    import lightning as L
+
+    class Net(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.full((4,), 0.5))
+
+    net = Net().to(torch.bfloat16)
+    ema = EMA(decay=0.999, warmup=False)
+    ema.setup(None, net, "fit")  # the trainer is not used when the average is made
+    reference = torch.full((4,), 0.5)
+    for step in range(1, 3001):
+        with torch.no_grad():
+            net.w.fill_(0.5 + step / 3000)  # the weights drift from 0.5 to 1.5
+        ema._average_model.update_parameters(net)
+        reference = _ema_step(0.999, False, reference, net.w.detach().float(), torch.tensor(step))
+    average = ema._average_model.module.w.detach()
+    assert average.dtype == torch.float32 and average == pytest.approx(reference, abs=1e-3)
+    assert average.mean().item() > 0.9  # in bf16 it stayed at 0.5
+
+
 def test_checkpoints_hold_the_average_and_the_best_is_evaluated_as_scored(
     make_cfg, tiny_data: Path, tmp_path: Path
 ) -> None:

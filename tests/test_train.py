@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -18,7 +19,7 @@ from cdseg.baseline import evaluate as baseline
 from cdseg.data.synthetic import SyntheticSpec, generate
 from cdseg.precision import cpu_has_native_bf16
 from cdseg.runs.sweep import write_summary
-from tests.conftest import ROOT, tiny_overrides
+from tests.conftest import ROOT, compose_train, tiny_overrides
 from train import train
 
 METRICS = {"F1", "IoU", "precision", "recall", "OA", "kappa", "loss"}
@@ -107,6 +108,31 @@ def test_early_stopping_stops(make_cfg, tmp_path: Path) -> None:
     header = rows[0].split(",")
     epochs = {r.split(",")[header.index("epoch")] for r in rows[1:] if r.split(",")[header.index("train/loss_epoch")]}
     assert len(epochs) == 2
+
+
+def test_sample_panels_show_a_validation_split_of_mixed_sizes_under_a_half_precision(tmp_path: Path) -> None:
+    """The panels ran the validation samples as one stack in float32: a split of mixed sizes
+    (data.eval_batch_size=1) and bf16-true weights each crashed the run after its first epoch."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, sizes in (("train", [(40, 40)] * 4), ("val", [(32, 48), (40, 40)])):
+        for i, (h, w) in enumerate(sizes):
+            for folder in ("A", "B"):
+                path = tmp_path / "data" / split / folder / f"{i}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
+            label = tmp_path / "data" / split / "label" / f"{i}.png"
+            label.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.choice(np.array([0, 255], np.uint8), (h, w))).save(label)
+    overrides = tiny_overrides(tmp_path / "data", tmp_path / "run")
+    options = ["data.batch_size=2", "data.eval_batch_size=1", "trainer.precision=bf16-true", "test=false"]
+    results = train(compose_train(*overrides, *options))
+    assert Path(results["best_checkpoint"]).is_file()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"images": 0}).Reload()
+    assert len(acc.Images("val/samples")) == 1
 
 
 def test_a_run_without_loggers_or_sample_panels_trains(make_cfg, tmp_path: Path) -> None:
@@ -451,6 +477,12 @@ def test_a_run_that_would_not_end_on_a_validation_is_refused_once_its_epochs_are
     ):
         train(make_cfg(*by_steps))  # 24 pairs at batch 8: 3 batches, never reaching validation's 5
     assert not list((tmp_path / "run").glob("**/*.ckpt"))
+    # Validation counting epochs: Lightning's own ValueError from inside its loop, named by the keys.
+    with pytest.raises(
+        ConfigError,
+        match=r"val_check_interval=5 batches is longer than an epoch \(3 batches\) while trainer.check_val_every_n_epoch=1",
+    ):
+        train(make_cfg("+trainer.val_check_interval=5", f"paths.output_dir={tmp_path / 'by_epochs'}"))
     results = train(make_cfg(*by_steps, "trainer.max_epochs=5"))  # 15 batches: validated at 5, 10 and 15
     assert Path(results["best_checkpoint"]).is_file()
     accumulated = [

@@ -79,7 +79,7 @@ def init_prior(head: nn.Conv2d, prior: float | None) -> None:
 
 
 class ConvBNReLU(nn.Sequential):
-    """3x3 convolution (no bias: BatchNorm follows), BatchNorm, ReLU."""
+    """Convolution (3x3 unless ``kernel_size`` says otherwise; no bias: BatchNorm follows), BatchNorm, ReLU."""
 
     def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 3) -> None:
         super().__init__(

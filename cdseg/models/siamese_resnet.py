@@ -1,13 +1,13 @@
 """Siamese ResNet U-Net: a torchvision ResNet shared by both dates (optionally ImageNet-pretrained),
 fusion at every scale, an optional feature exchange between the two branches (as in Changer, Fang et
-al., 2023), and a light U-Net decoder. With ImageNet weights and no exchange this is the U-Net of
-Corley et al., "A Change Detection Reality Check" (2023); with exchange, ChangerEx's encoder.
+al., 2023), and a light U-Net decoder of its own. With ImageNet weights, ``diff`` fusion and no
+exchange it is a relative of the "U-Net SiamDiff" baseline of Corley et al., "A Change Detection
+Reality Check" (2023); with exchange, it borrows ChangerEx's feature exchange, not its decoder.
 """
 
 from __future__ import annotations
 
 import os
-import pickle
 import socket
 from collections.abc import Sequence
 from pathlib import Path
@@ -102,7 +102,7 @@ def load_encoder_weights(encoder: nn.Module, name: str, weights: str) -> None:
             raise ConfigError(f"model.weights={weights}: no such file (expected imagenet, null or a .pth file)")
         try:
             state = torch.load(weights, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
+        except Exception as e:  # any file that is not a torch save (a text file fails with a KeyError)
             raise ConfigError(f"model.weights={weights}: not a readable state dict ({type(e).__name__})") from None
         state = state.get("state_dict", state) if isinstance(state, dict) else state
         source = weights

@@ -76,8 +76,10 @@ class SNUNet(ChangeDetector):
         self.attention_intra = ChannelAttention(base, ratio=4)  # over their sum
         self.head = nn.Conv2d(4 * base, 1, 1)
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
+            if isinstance(m, nn.Conv2d) and m is not self.head:
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        # Not the head: the published fan-out init gives its one output a weight std of sqrt(2), whose
+        # logits (std about 20 at the start) would swamp the prior and saturate the first steps' sigmoid.
         init_prior(self.head, prior)
 
     def logits(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -94,3 +94,18 @@ def refuse_a_local_sweep_of_ddp(trainer: L.Trainer) -> None:
             "by running this command line again, -m included, and every rank would run a sweep of its own. Run "
             "each job without -m, or submit the sweep with a cluster launcher (hydra/launcher=submitit_slurm)"
         )
+
+
+def validation_interval_problem(trainer: L.Trainer) -> str | None:
+    """Lightning refuses a validation interval in batches longer than an epoch while validation
+    counts epochs, with a ValueError from inside its fit loop once it has measured the epoch; this
+    names the problem by the keys that set it (None when that was not the failure)."""
+    interval, every = trainer.val_check_interval, trainer.check_val_every_n_epoch
+    per_epoch = getattr(trainer.fit_loop, "max_batches", float("inf"))
+    if not (isinstance(interval, int) and every is not None and trainer.limit_val_batches and interval > per_epoch):
+        return None
+    return (
+        f"trainer.val_check_interval={interval} batches is longer than an epoch ({per_epoch} batches) while "
+        f"trainer.check_val_every_n_epoch={every} counts epochs: set trainer.check_val_every_n_epoch=null to "
+        f"validate every {interval} batches across epochs, or trainer.val_check_interval to at most {per_epoch}"
+    )
