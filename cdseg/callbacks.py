@@ -75,6 +75,11 @@ def _ema_step(
     return average + (current - average) * (1 - d).to(average.dtype)
 
 
+def _state_tensors(module: torch.nn.Module) -> list[torch.Tensor]:
+    """Parameters then buffers, in the order Lightning's averaged copy lists them."""
+    return [*module.parameters(), *module.buffers()]
+
+
 class EMA(WeightAveraging):
     """Validate, checkpoint and finally keep an exponential moving average of the weights.
 
@@ -89,14 +94,27 @@ class EMA(WeightAveraging):
         if not 0.0 < decay < 1.0:
             raise ValueError(f"EMA decay must lie in (0, 1), got {decay}")
         super().__init__(use_buffers=True, avg_fn=partial(_ema_step, decay, warmup))
+        self._weights: list[torch.Tensor] | None = None  # the trained weights, put aside while validating
 
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        super().setup(trainer, pl_module, stage)
+    # Lightning makes the average before the precision plugin converts the module, so under bf16-true
+    # or 16-true the average stays float32 while the weights are half. Its validation swap would round
+    # the average to the weights' dtype at every validation, and with frequent validations the average
+    # would stop moving (each step's change, a thousandth of the gap at decay 0.999, falls below bf16's
+    # resolution). So validation copies the average in and puts the weights back, never writing the
+    # weights into the average.
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._average_model is not None:
-            # The average in float32 whatever the weights are: under bf16-true or 16-true an average in
-            # their dtype would stop moving, each step's change (a thousandth of the gap at decay 0.999)
-            # falling below their resolution. Swapping and saving copy between the dtypes.
-            self._average_model.module.float()
+            self._weights = [t.detach().clone() for t in _state_tensors(pl_module)]
+            for current, average in zip(
+                _state_tensors(pl_module), _state_tensors(self._average_model.module), strict=True
+            ):
+                current.data.copy_(average.data)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._average_model is not None and self._weights is not None:
+            for current, saved in zip(_state_tensors(pl_module), self._weights, strict=True):
+                current.data.copy_(saved)
+            self._weights = None
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Lightning would otherwise swap the final average into trainer.validate(ckpt_path=best)

@@ -26,7 +26,9 @@ def test_the_decay_warms_up_then_holds() -> None:
 
 
 def test_the_average_of_half_precision_weights_keeps_moving() -> None:
-    """Under bf16-true the weights are bf16; an average kept in bf16 froze at its first values."""
+    """Under bf16-true the average is made in float32, then the weights become bf16 (Lightning's
+    order). Lightning's validation swap rounded the average to bf16 at every validation: validated
+    every step, it froze at its first value."""
     import lightning as L
 
     class Net(L.LightningModule):
@@ -34,18 +36,24 @@ def test_the_average_of_half_precision_weights_keeps_moving() -> None:
             super().__init__()
             self.w = torch.nn.Parameter(torch.full((4,), 0.5))
 
-    net = Net().to(torch.bfloat16)
+    net = Net()
     ema = EMA(decay=0.999, warmup=False)
     ema.setup(None, net, "fit")  # the trainer is not used when the average is made
+    net.to(torch.bfloat16)  # the precision plugin converts the module after the callbacks' setup
     reference = torch.full((4,), 0.5)
     for step in range(1, 3001):
         with torch.no_grad():
             net.w.fill_(0.5 + step / 3000)  # the weights drift from 0.5 to 1.5
         ema._average_model.update_parameters(net)
         reference = _ema_step(0.999, False, reference, net.w.detach().float(), torch.tensor(step))
+        ema.on_validation_epoch_start(None, net)  # validated every step
+        ema.on_validation_epoch_end(None, net)
+        assert torch.equal(net.w.detach(), torch.full((4,), 0.5 + step / 3000, dtype=torch.bfloat16))
     average = ema._average_model.module.w.detach()
     assert average.dtype == torch.float32 and average == pytest.approx(reference, abs=1e-3)
-    assert average.mean().item() > 0.9  # in bf16 it stayed at 0.5
+    ema.on_validation_epoch_start(None, net)  # validation sees the average, in the weights' dtype
+    assert torch.equal(net.w.detach(), average.to(torch.bfloat16))
+    ema.on_validation_epoch_end(None, net)
 
 
 def test_checkpoints_hold_the_average_and_the_best_is_evaluated_as_scored(

@@ -64,7 +64,7 @@ def test_a_file_of_another_architecture_is_refused_naming_the_keys(tmp_path: Pat
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigError, match="junk.pth: not a readable state dict"):
         SiameseResNet(weights=str(tmp_path / "junk.pth"))
-    (tmp_path / "notes.pth").write_text("epoch 12, best weights\n")  # torch.load fails with a KeyError
+    (tmp_path / "notes.pth").write_text("epoch 12, best weights\n")  # torch.load: an IndexError
     with pytest.raises(ConfigError, match="notes.pth: not a readable state dict"):
         SiameseResNet(weights=str(tmp_path / "notes.pth"))
     with pytest.raises(ConfigError, match="nope.pth: no such file"):

@@ -102,7 +102,7 @@ def load_encoder_weights(encoder: nn.Module, name: str, weights: str) -> None:
             raise ConfigError(f"model.weights={weights}: no such file (expected imagenet, null or a .pth file)")
         try:
             state = torch.load(weights, map_location="cpu", weights_only=True)
-        except Exception as e:  # any file that is not a torch save (a text file fails with a KeyError)
+        except Exception as e:  # any file that is not a torch save (which exception depends on its first bytes)
             raise ConfigError(f"model.weights={weights}: not a readable state dict ({type(e).__name__})") from None
         state = state.get("state_dict", state) if isinstance(state, dict) else state
         source = weights

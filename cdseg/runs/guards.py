@@ -102,7 +102,8 @@ def validation_interval_problem(trainer: L.Trainer) -> str | None:
     names the problem by the keys that set it (None when that was not the failure)."""
     interval, every = trainer.val_check_interval, trainer.check_val_every_n_epoch
     per_epoch = getattr(trainer.fit_loop, "max_batches", float("inf"))
-    if not (isinstance(interval, int) and every is not None and trainer.limit_val_batches and interval > per_epoch):
+    # As Lightning's check: an epoch of no batches returns before it.
+    if not (isinstance(interval, int) and every is not None and trainer.limit_val_batches and interval > per_epoch > 0):
         return None
     return (
         f"trainer.val_check_interval={interval} batches is longer than an epoch ({per_epoch} batches) while "
