@@ -79,7 +79,7 @@ class SNUNet(ChangeDetector):
             if isinstance(m, nn.Conv2d) and m is not self.head:
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         # Not the head: the published fan-out init gives its one output a weight std of sqrt(2), whose
-        # logits (std about 20 at the start) would swamp the prior and saturate the first steps' sigmoid.
+        # logits (spread 10 to 20 at the start) would swamp the prior and saturate the first steps' sigmoid.
         init_prior(self.head, prior)
 
     def logits(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
