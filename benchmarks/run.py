@@ -59,7 +59,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from model_card import ROOT, compose_train, size_and_speed
 from omegaconf import OmegaConf
-from timing import device_name, median_seconds, read_text, synchronize
+from timing import device_name, in_turn, median_seconds, read_text, synchronize
 from torch.utils.flop_counter import FlopCounterMode
 
 from cdseg.atomic_write import write_png, write_text
@@ -184,10 +184,8 @@ def section_train(args: argparse.Namespace, work: Path) -> Iterator[dict[str, An
         overrides = [*data, f"data.num_workers={workers}", f"data.persistent_workers={workers > 0}"]
         rates: dict[str, list[float]] = {"lightning": [], "plain": []}
         memory: dict[str, float] = {}
-        contenders = [("plain", plain_rate), ("lightning", lightning_rate)]
         for i in range(args.rounds):  # alternated, so that a slow spell of the machine hits both
-            # and in reversed order every other round, so that going first (heap growth) does too
-            for name, fn in contenders if i % 2 == 0 else contenders[::-1]:
+            for name, fn in in_turn([("plain", plain_rate), ("lightning", lightning_rate)], i):
                 with peak_memory() as mem:
                     rates[name].append(fn(overrides, args.warmup, args.steps, batch))
                 memory[name] = max(memory.get(name, 0.0), mem["peak_mem_GB"])

@@ -6,10 +6,13 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import torch
+
+T = TypeVar("T")
 
 
 def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 0) -> float:
@@ -43,12 +46,18 @@ def report(times: Mapping[str, list[float]], ratio: tuple[str, str], unit: str =
     print(f"ratio {ratio[0]} / {ratio[1]}: {medians[ratio[0]] / medians[ratio[1]]:.2f}x")
 
 
+def in_turn(contenders: Iterable[T], i: int) -> list[T]:
+    """The contenders in round ``i``'s order: as given in even rounds, reversed in odd ones, so that
+    going first (a warm cache, heap growth) falls on each in turn."""
+    return list(contenders)[:: 1 if i % 2 == 0 else -1]
+
+
 def alternated(contenders: Mapping[str, Callable[[], object]], rounds: int, repeats: int) -> dict[str, list[float]]:
     """Each contender's :func:`median_seconds` (one warm-up call) in every round, the order reversed
     from one round to the next, so that a slow spell of a shared machine, or going first, hits all."""
     times: dict[str, list[float]] = {name: [] for name in contenders}
     for i in range(rounds):
-        for name in list(contenders)[:: 1 if i % 2 == 0 else -1]:
+        for name in in_turn(contenders, i):
             times[name].append(median_seconds(contenders[name], repeats, warmup=1))
     return times
 
