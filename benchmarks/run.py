@@ -23,8 +23,10 @@ Sections (each figure is printed and written with the device, the settings and t
     models   every conf/model at its default width: parameters, GFLOPs per 256 pair, training pairs/s.
     matrix   (for a GPU; not run by default) train.py's pairs/s and peak memory at 256^2, base 32, from
              data.cache=ram, for bf16-mixed and 16-mixed, batch 64 and 16, channels_last and NCHW,
-             augmentation on the device and on the host, and model.compile for the first of these; the
-             share of the chip's bf16 matmul peak each reaches. On a GPU machine, benchmarks/gpu.sh
+             augmentation on the device and on the host, and model.compile for the first of these at
+             batch 64; the share of the chip's bf16 matmul peak each reaches. Each row times 30 steps
+             after enough warm-up steps to drain the loader's queues; its peak memory is given for
+             the whole run and for the timed steps alone. On a GPU machine, benchmarks/gpu.sh
              runs it with flops and predict inside a time budget.
 
 ``--quick`` shrinks every size to a smoke run of seconds (the test suite runs it); its figures mean nothing.
@@ -35,6 +37,7 @@ setting that fails is reported as a row with its error, the rest still runs, and
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -111,23 +114,29 @@ def peak_memory() -> Iterator[dict[str, float]]:
 
 
 class StepTimer(L.Callback):
-    """Wall time of the training steps after the first ``warmup``; the last measurement is kept on the class."""
+    """Wall time of the training steps after the first ``warmup``, each with the fetch (and, with
+    data.augment_on=device, the augmentation) of its batch; the last measurement is kept on the class.
+    On a GPU it also keeps the allocator's peak over the timed steps alone, without the warm-up's
+    one-off workspaces (cuDNN's autotuning, a compiler's)."""
 
     last: dict[str, float] = {}
 
     def __init__(self, warmup: int) -> None:
-        self.warmup = warmup
-
-    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
-        if trainer.global_step == self.warmup:
-            synchronize()  # the warm-up steps' queued GPU work is not timed
-            self._start = time.perf_counter()
+        self.warmup = max(warmup, 1)
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
-        if trainer.global_step > self.warmup:
-            if trainer.global_step >= trainer.max_steps:
+        step = trainer.global_step  # already counts this batch's optimizer step
+        if step == self.warmup:
+            synchronize()  # the warm-up steps' queued GPU work is not timed
+            if torch.cuda.is_available():
+                torch.cuda.reset_peak_memory_stats()
+            self._start = time.perf_counter()
+        elif step > self.warmup:
+            if step >= trainer.max_steps:
                 synchronize()  # the last step's queued GPU work is timed
-            StepTimer.last = {"steps": trainer.global_step - self.warmup, "seconds": time.perf_counter() - self._start}
+            StepTimer.last = {"steps": step - self.warmup, "seconds": time.perf_counter() - self._start}
+            if torch.cuda.is_available():
+                StepTimer.last["steady_peak_mem_GB"] = torch.cuda.max_memory_allocated() / 1e9
 
 
 def lightning_rate(overrides: list[str], warmup: int, steps: int, batch: int) -> float:
@@ -151,17 +160,18 @@ def plain_rate(overrides: list[str], warmup: int, steps: int, batch: int) -> flo
     datamodule.setup("fit")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     net.to(device).train()
+    warmup = max(warmup, 1)
     done, start = 0, 0.0
     while done < warmup + steps:
         for batch_ in datamodule.train_dataloader():
-            if done == warmup:
-                synchronize()
-                start = time.perf_counter()
             a, b, mask = (batch_[k].to(device, non_blocking=True) for k in ("A", "B", "mask"))
             optimizer.zero_grad(set_to_none=True)
             loss(net(a, b), mask).backward()
             optimizer.step()
             done += 1
+            if done == warmup:  # as StepTimer: each timed step with the fetch of its batch
+                synchronize()
+                start = time.perf_counter()
             if done == warmup + steps:
                 break
     synchronize()
@@ -207,9 +217,9 @@ def section_train(args: argparse.Namespace, work: Path) -> Iterator[dict[str, An
 def section_matrix(args: argparse.Namespace, work: Path) -> Iterator[dict[str, Any]]:
     """The GPU matrix: train.py's pairs/s and peak memory at 256^2, base 32, from data.cache=ram with
     experiment=levir_opencd's augmentation (the heaviest) on the host or on the device, for each
-    precision, batch size and memory format, and model.compile for the first setting; each against
-    the chip's bf16 matmul peak. A setting that fails becomes a row with its error and the next one
-    runs; once the --budget is spent, the settings left become rows marked skipped."""
+    precision, batch size and memory format, and model.compile for the first setting at the largest
+    batch; each against the chip's bf16 matmul peak. A setting that fails becomes a row with its error
+    and the next one runs; once the --budget is spent, the settings left become rows marked skipped."""
     cuda = torch.cuda.is_available()
     size, base = args.matrix_size, args.matrix_base
     opencd = compose_train("experiment=levir_opencd", "data.root=x").data
@@ -220,12 +230,19 @@ def section_matrix(args: argparse.Namespace, work: Path) -> Iterator[dict[str, A
         net = build_network(compose_train(f"model.base={base}", "model.channels_last=false").model)
         net(*torch.randn(2, 1, 3, size, size)).sum().backward()
     gflop = counter.get_total_flops() / 1e9
+    # The loader's workers fill their queues (two batches each, and one in the pinning thread) while
+    # step 0 autotunes or compiles: the warm-up drains them, so that the timed steps run at the rate
+    # the loader keeps up, not from a stock made while the GPU was busy elsewhere.
+    workers = auto_workers()
+    warmup = max(args.warmup, 2 * workers + 4)
+    # One dataset for every row: enough pairs that the largest batch's steps fit in one epoch (no
+    # validation inside the timing).
+    root = _replicated(work, size, args.matrix_unique, max(args.matrix_batches) * (warmup + args.matrix_steps + 1))
 
     def common(batch: int) -> list[str]:
-        pairs = batch * (args.warmup + args.steps + 1)  # the timed steps fit in one epoch
         return [
-            f"data.root={work / f'synthetic-{size}-{pairs}'}",
-            f"data.synthetic={{size:{size},train:{pairs},val:{batch},test:0,seed:0}}",
+            f"data.root={root}",
+            "data.synthetic=null",
             f"data.batch_size={batch}",
             "data.crop_size=null",
             "data.cache=ram",
@@ -239,29 +256,22 @@ def section_matrix(args: argparse.Namespace, work: Path) -> Iterator[dict[str, A
             f"model.base={base}",
             f"trainer.accelerator={'gpu' if cuda else 'cpu'}",
             f"++trainer.benchmark={cuda}",
+            "++trainer.num_sanity_val_steps=0",  # no validation at all: it would compile a second graph
             f"paths.output_dir={work / 'run'}",
         ]
 
-    # The expected fastest setting first, compiled next, each at every batch size before the next
-    # setting, so that a spent --budget cuts the least telling.
-    settings = [
-        (precision, channels_last, where, False)
-        for precision in args.matrix_precisions
-        for channels_last in (True, False)
-        for where in ("device", "host")
-    ]
-    if args.matrix_compile:
-        settings.insert(1, (*settings[0][:3], True))
-    for precision, channels_last, where, compiled in settings:
-        for batch in args.matrix_batches:
+    for precision, channels_last, where, compiled in matrix_settings(args.matrix_precisions, args.matrix_compile):
+        # A compiled setting runs at the largest batch only: its compilation alone may take minutes.
+        for batch in [max(args.matrix_batches)] if compiled else args.matrix_batches:
             row = {
                 "section": "matrix",
                 "what": f"base {base}, {size}^2, batch {batch}, {precision}, "
                 f"{'channels_last' if channels_last else 'NCHW'}, augmentation on the {where}"
                 + (", compiled" if compiled else ""),
             }
-            if time.monotonic() >= args.deadline:
-                yield {**row, "skipped": "the --budget was spent"}
+            left = args.deadline - time.monotonic()
+            if left <= 0 or (compiled and left < args.matrix_compile_needs):
+                yield {**row, "skipped": "the --budget was spent" if left <= 0 else f"{left:.0f} s of --budget left"}
                 continue
             overrides = [
                 *common(batch),
@@ -270,9 +280,13 @@ def section_matrix(args: argparse.Namespace, work: Path) -> Iterator[dict[str, A
                 f"model.compile={compiled}",
                 f"data.augment_on={where}",
             ]
+            gc.collect()  # the row before's module and optimizer, held in reference cycles
+            if cuda:
+                torch.cuda.empty_cache()
+            started = time.monotonic()
             try:
                 with peak_memory() as mem:
-                    rate = lightning_rate(overrides, args.warmup, args.steps, batch)
+                    rate = lightning_rate(overrides, warmup, args.matrix_steps, batch)
             except Exception as error:  # one failing setting (a compiler, the memory) leaves the rest to run
                 yield {**row, "error": failure(error)}
                 continue
@@ -281,18 +295,70 @@ def section_matrix(args: argparse.Namespace, work: Path) -> Iterator[dict[str, A
             yield {
                 **row,
                 "pairs_per_s": rate,
-                "peak_mem_GB": mem["peak_mem_GB"],
                 "share_of_matmul_peak": rate * gflop / peak,
+                "peak_mem_GB": mem["peak_mem_GB"],
+                **{k: v for k, v in StepTimer.last.items() if k.endswith("_GB")},
                 "train_gflop_per_pair": gflop,
                 "matmul_peak_gflop_per_s": peak,
-                "loader_workers": auto_workers(),  # data.num_workers=auto on this machine
+                "loader_workers": workers,  # data.num_workers=auto on this machine
+                "warmup_steps": warmup,
+                "timed_steps": args.matrix_steps,
+                "row_seconds": time.monotonic() - started,
             }
 
 
+def matrix_settings(precisions: list[str], compile: bool) -> list[tuple[str, bool, str, bool]]:
+    """(precision, channels_last, augmentation on, compiled), in the order the matrix runs them: the
+    expected fastest first, then each setting that changes one thing of it, the compiled one, then
+    the rest, so that a spent --budget cuts what tells the least."""
+    product = [
+        (precision, channels_last, where, False)
+        for precision in precisions
+        for channels_last in (True, False)
+        for where in ("device", "host")
+    ]
+    first = product[0]
+    ordered = sorted(product, key=lambda s: sum(x != y for x, y in zip(s, first, strict=True)))
+    if compile:
+        ordered.insert(
+            1 + sum(sum(x != y for x, y in zip(s, first, strict=True)) == 1 for s in product), (*first[:3], True)
+        )
+    return ordered
+
+
+def _replicated(work: Path, size: int, unique: int, pairs: int) -> Path:
+    """A LEVIR-layout folder of ``pairs`` training pairs of size^2 (and a few validation ones), hard
+    links to ``unique`` generated ones: a loader and the cache do the same work whatever a pair
+    shows, and generating thousands of pairs would take a minute of a GPU's budget."""
+    source = ensure_synthetic(work / f"synthetic-{size}-{unique}", size=size, train=unique, val=4, test=0, seed=0)
+    root = work / f"replicated-{size}-{unique}-{pairs}"
+    if root.is_dir():
+        return root
+    tmp = work / f".{root.name}.partial"
+    _remove(tmp)
+    for split, count in (("train", pairs), ("val", 4)):
+        names = sorted(p.name for p in (source / split / "A").iterdir())
+        for sub in ("A", "B", "label"):
+            (tmp / split / sub).mkdir(parents=True)
+            for i in range(count):
+                os.link(source / split / sub / names[i % len(names)], tmp / split / sub / f"{i:05d}.png")
+    tmp.rename(root)
+    return root
+
+
 def matmul_peak(n: int, dtype: torch.dtype, device: torch.device, repeats: int) -> float:
-    """GFLOP/s of an n x n dense matmul."""
+    """GFLOP/s of an n x n dense matmul. On a GPU each timed call runs 20 products back to back (one
+    8192^2 bf16 product takes about a millisecond), after ten such calls that let the clocks rise
+    from idle."""
     x, y = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    return 2 * n**3 / median_seconds(lambda: x @ y, repeats, warmup=1) / 1e9
+    out = torch.empty_like(x)
+    runs, warmup = (20, 10) if device.type == "cuda" else (1, 1)
+
+    def products() -> None:
+        for _ in range(runs):
+            torch.matmul(x, y, out=out)
+
+    return 2 * n**3 * runs / median_seconds(products, repeats, warmup=warmup) / 1e9
 
 
 def section_flops(args: argparse.Namespace, work: Path) -> Iterator[dict[str, Any]]:
@@ -437,10 +503,18 @@ def section_predict(args: argparse.Namespace, work: Path) -> Iterator[dict[str, 
     from predict import predict
 
     ckpt = _checkpoint(work, args.base)
+
+    def config(inputs: Path) -> Any:
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            return compose("predict", overrides=[f"ckpt_path={ckpt}", f"input={inputs}", f"output={work / 'pred'}"])
+
+    # One untimed pair first, so that the first set does not pay for the first kernels (on a GPU,
+    # CUDA's start and cuDNN's choices).
+    predict(config(_scene(work / "warm-up", 1, min(size for _, size in args.predict_sets))))
+    _remove(work / "pred")
     for count, size in args.predict_sets:
         inputs = _scene(work / f"pairs-{count}x{size}", count, size)
-        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            cfg = compose("predict", overrides=[f"ckpt_path={ckpt}", f"input={inputs}", f"output={work / 'pred'}"])
+        cfg = config(inputs)
         with peak_memory() as mem:
             summary = predict(cfg)
         _remove(work / "pred")
@@ -582,6 +656,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             matrix_batches=[2],
             matrix_precisions=["32-true"],
             matrix_compile=False,
+            matrix_compile_needs=0,
+            matrix_steps=2,
+            matrix_unique=3,
             matrix_n=64,
         )
         if args.quick
@@ -604,6 +681,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             matrix_batches=[64, 16],
             matrix_precisions=["bf16-mixed", "16-mixed"],
             matrix_compile=True,
+            matrix_compile_needs=120,  # seconds of --budget a compiled row may take (the compiler's share)
+            matrix_steps=30,
+            matrix_unique=64,
             matrix_n=8192,
         )
     )
@@ -623,6 +703,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "torch": torch.__version__,
         "lightning": L.__version__,
         "threads": torch.get_num_threads(),
+        "peak_mem_GB": "CUDA's allocator, above the start"
+        if torch.cuda.is_available()
+        else "the resident set's growth (sampled every 5 ms)",
         "settings": {k: v for k, v in settings.items()},
         "rows": [],
     }

@@ -66,3 +66,23 @@ def test_a_spent_budget_skips_what_is_left(tmp_path: Path, monkeypatch) -> None:
         ("flops", "the --budget was spent"),
         ("matrix", "the --budget was spent"),
     ]
+
+
+def test_the_matrix_runs_the_expected_fastest_setting_first_and_compiles_it_once(monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import run
+
+    order = run.matrix_settings(["bf16-mixed", "16-mixed"], compile=True)
+    first = ("bf16-mixed", True, "device", False)
+    # Every uncompiled combination once, the first setting compiled once, right after the settings
+    # that change one thing of the first: a spent budget cuts the settings that change most.
+    assert sorted(s for s in order if not s[3]) == sorted(
+        (p, c, w, False) for p in ("bf16-mixed", "16-mixed") for c in (True, False) for w in ("device", "host")
+    )
+    assert order[0] == first and order[4] == (*first[:3], True) and len(order) == 9
+    assert set(order[1:4]) == {
+        ("bf16-mixed", True, "host", False),
+        ("bf16-mixed", False, "device", False),
+        ("16-mixed", True, "device", False),
+    }
+    assert order[-1] == ("16-mixed", False, "host", False)
