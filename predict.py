@@ -14,12 +14,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import shutil
+import signal
 import sys
 import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +42,13 @@ from cdseg.data.dataset import (
 )
 from cdseg.errors import CdsegError, ConfigError, exit_1_on_error
 from cdseg.inference.checkpoint import run_data_options
+from cdseg.inference.geo import OUTPUTS as SCENE_OUTPUTS
 from cdseg.inference.geo import SceneOptions, check_scenes, predict_scenes
 from cdseg.inference.geo_read import is_georeferenced
 from cdseg.inference.predictor import TTA, Predictor, resolve_device
 from cdseg.inference.tiling import check_tiling
 from cdseg.inference.visualize import error_map, overlay
+from cdseg.output_folder import listed, output_problem, write_problem, written_files
 from cdseg.overrides import exit_on_unknown_keys
 from cdseg.precision import AUTOCAST_DTYPES
 from cdseg.scores import object_counts, object_scores, pixel_counts, scores_from_counts
@@ -55,7 +58,10 @@ class PredictError(CdsegError, ValueError):
     """A prediction request that cannot run as given."""
 
 
-OUTPUTS = ("mask", "overlay", "error", "probs", "metrics.json", "per_image.csv")
+# What a prediction writes, by place: the files overwrite=true replaces; nothing else there is touched.
+SUBFOLDERS = {"mask": ("*.png",), "overlay": ("*.png",), "error": ("*.png",), "probs": ("*.png", "*.npy")}
+TOP_FILES = ("metrics.json", "per_image.csv")
+OUTPUTS = (*SUBFOLDERS, *TOP_FILES)
 
 
 def check_options(cfg: DictConfig) -> None:
@@ -139,30 +145,87 @@ def prepare_output(
     """The output folder, new or emptied of a previous prediction's files (``overwrite``); never one
     that would take ``inputs`` (the folders the pairs are read from) with it."""
     out = Path(output)
-    if out.exists() and not out.is_dir():
-        raise PredictError(f"output={out} exists and is not a folder")
-    above = next((p for p in out.absolute().parents if p.exists()), None)
-    if above is not None and not above.is_dir():
-        raise PredictError(f"output={out}: {above} is a file, so no folder can be made below it")
+    wrong = output_problem(out, "output")
+    if wrong:
+        raise PredictError(wrong)
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
             raise PredictError(f"output={out} exists and is not empty; choose another folder or set overwrite=true")
-        # Replace a previous prediction whole, so no stale mask or metric survives beside the new ones;
-        # files this script does not write are left alone.
         held = [p for p in inputs for t in OUTPUTS if (out / t).resolve() in (p.resolve(), *p.resolve().parents)]
         if held:
             raise PredictError(
                 f"output={out} with overwrite=true would delete {held[0]}, which holds the input pairs; "
                 "choose another output folder"
             )
-        for target in (out / name for name in OUTPUTS):
-            if target.is_dir():
-                shutil.rmtree(target)
-            else:
-                target.unlink(missing_ok=True)
+        clear_previous(out)
     for sub in ["mask", "overlay"] + (["error"] if with_labels else []) + (["probs"] if save_probs else []):
         (out / sub).mkdir(parents=True, exist_ok=True)
+        wrong = output_problem(out / sub, "output")  # a folder kept from before may be read-only
+        if wrong:
+            raise PredictError(wrong)
     return out
+
+
+def clear_previous(out: Path) -> None:
+    """Delete a previous prediction's files from ``out`` (:data:`SUBFOLDERS`, :data:`TOP_FILES`), so no
+    stale mask or metric survives beside the new ones; a :class:`PredictError`, with nothing deleted,
+    where one of its folders holds anything else. Other files in ``out`` are left alone. A folder
+    that is a link keeps its link: only the files in it go."""
+    doomed, emptied = written_files(out, TOP_FILES)[0], []
+    for sub, patterns in SUBFOLDERS.items():
+        folder = out / sub
+        if not folder.exists() and not folder.is_symlink():
+            continue
+        if not folder.is_dir():
+            raise PredictError(
+                f"output={out} with overwrite=true: {folder} is not a folder, and predict.py writes its {sub} files"
+                " there; move it or choose another output folder"
+            )
+        doomed += _ours_alone(out, folder, written_files(folder, patterns))
+        if not folder.is_symlink():
+            emptied.append(folder)
+    _delete(doomed, emptied)  # the folders are made again where this prediction writes into them
+
+
+def clear_previous_scenes(out: Path, inputs: list[Path]) -> None:
+    """Delete a previous scene prediction's files from ``out`` and from its scene folders (those
+    holding one of them), and each scene folder so emptied, so no stale scene survives beside the new
+    ones; a :class:`PredictError`, with nothing deleted, where a scene folder holds anything else or
+    one of those files is an input. Other files and folders in ``out`` are left alone."""
+    doomed, emptied = written_files(out, SCENE_OUTPUTS)[0], []
+    for folder in sorted(p for p in out.iterdir() if p.is_dir()):
+        found = written_files(folder, SCENE_OUTPUTS)
+        if not found[0]:  # not a scene's folder
+            continue
+        doomed += _ours_alone(out, folder, found)
+        if not folder.is_symlink():
+            emptied.append(folder)
+    taken = {f.resolve() for f in inputs}
+    held = next((f for f in doomed if f.resolve() in taken), None)
+    if held is not None:
+        raise PredictError(
+            f"output={out} with overwrite=true would delete {held}, an input; choose another output folder"
+        )
+    _delete(doomed, emptied)
+
+
+def _ours_alone(out: Path, folder: Path, found: tuple[list[Path], list[Path]]) -> list[Path]:
+    """The files of :func:`cdseg.output_folder.written_files`' split of ``folder`` that predict.py
+    wrote; a :class:`PredictError` when it holds anything else, which overwrite=true never deletes."""
+    ours, others = found
+    if others:
+        raise PredictError(
+            f"output={out} with overwrite=true: {folder} also holds {listed(others)}, which predict.py does not"
+            " write and will not delete; move them or choose another output folder"
+        )
+    return ours
+
+
+def _delete(files: list[Path], folders: list[Path]) -> None:
+    for file in files:
+        file.unlink(missing_ok=True)
+    for folder in folders:
+        folder.rmdir()
 
 
 def predictions(
@@ -251,8 +314,15 @@ def scene_pairs(cfg: DictConfig) -> list[tuple[str, Path, Path]] | None:
 
 
 def predict(cfg: DictConfig) -> dict[str, Any]:
-    """Run the prediction described by ``cfg`` (conf/predict.yaml); return the summary."""
+    """Run the prediction described by ``cfg`` (conf/predict.yaml); return the summary.
+
+    Raises:
+        KeyboardInterrupt: Ctrl-C; its message says how many pairs or scenes were written, and where.
+    """
     check_options(cfg)
+    wrong = output_problem(cfg.output, "output")  # before the model loads, as the options are
+    if wrong:
+        raise PredictError(wrong)
     scenes = scene_pairs(cfg)
     if scenes is not None:
         options = SceneOptions.from_config(cfg.geo)  # checked before the model loads,
@@ -264,61 +334,30 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
                 f"{predictor.config['checkpoint_file']} was trained with data.resize={resize}; a scene is predicted"
                 " block by block at its own resolution, so it needs a run trained without data.resize"
             )
-        return predict_scenes(predictor, scenes, cfg.output, options, threshold, cfg.overwrite, bool(cfg.input))
+        if cfg.overwrite and Path(cfg.output).is_dir():
+            clear_previous_scenes(Path(cfg.output), [f for _, a, b in scenes for f in (a, b)])
+        with written_into(cfg.output):
+            return predict_scenes(predictor, scenes, cfg.output, options, threshold, cfg.overwrite, bool(cfg.input))
     dataset = collect_pairs(cfg)
     with_labels = all(p.label is not None for p in dataset.pairs)
     predictor, threshold = load_predictor(cfg)
-    checkpoint = predictor.config["checkpoint_file"]
     inputs = sorted({f.parent for p in dataset.pairs for f in (p.a, p.b, p.label) if f is not None})
     out = prepare_output(cfg.output, cfg.overwrite, with_labels, cfg.save_probs, inputs)
-    rows, pixels = [], 0
     start = time.perf_counter()
-    progress = tqdm(total=len(dataset), desc="pairs", unit="pair", file=sys.stderr)
-    for sample, probs in predictions(predictor, dataset):
-        progress.update()
-        pred = (probs > threshold).numpy()
-        pixels += pred.size
-        name = f"{Path(sample['name']).stem}.png"
-        write_png(out / "mask" / name, pred.astype(np.uint8) * 255)
-        write_png(out / "overlay" / name, overlay(sample["B"].permute(1, 2, 0).numpy(), pred))
-        if cfg.save_probs == "png":
-            write_png(out / "probs" / name, (probs.numpy() * 255).round().astype(np.uint8))
-        elif cfg.save_probs == "npy":
-            write_npy(out / "probs" / f"{Path(name).stem}.npy", probs.numpy().astype(np.float32))
+    with written_into(out):
+        rows, pixels = write_pairs(cfg, predictor, dataset, out, threshold, with_labels)
+        seconds = time.perf_counter() - start
+        summary: dict[str, Any] = {
+            "pairs": len(dataset),
+            "megapixels": pixels / 1e6,
+            "seconds": seconds,
+            "megapixels_per_second": pixels / 1e6 / seconds,
+            "checkpoint": predictor.config["checkpoint_file"],
+            "threshold": threshold,
+            "output": str(out),
+        }
         if with_labels:
-            target = sample["mask"][0] > 0
-            write_png(out / "error" / name, error_map(pred, target.numpy()))
-            counts = pixel_counts(pred, target.numpy())
-            objects = object_counts(pred, target.numpy())
-            # A score with a zero denominator stays empty, so sorting by F1 does not rank clean tiles last.
-            scores = {**scores_from_counts(**counts, undefined=None), **object_scores(**objects, undefined=None)}
-            rows.append({"name": sample["name"], **counts, **objects, **scores})
-    progress.close()
-    seconds = time.perf_counter() - start
-
-    summary: dict[str, Any] = {
-        "pairs": len(dataset),
-        "megapixels": pixels / 1e6,
-        "seconds": seconds,
-        "megapixels_per_second": pixels / 1e6 / seconds,
-        "checkpoint": checkpoint,
-        "threshold": threshold,
-        "output": str(out),
-    }
-    if with_labels:
-        # Split-level scores from the counts summed over every pair, as training's torchmetrics
-        # collection computes them (equal to 1e-6: tests/test_predict.py).
-        pixel_totals = {k: sum(r[k] for r in rows) for k in ("TP", "FP", "FN", "TN")}
-        objects = {k: sum(r[k] for r in rows) for k in ("objects_true", "objects_pred", "obj_TP", "obj_FP", "obj_FN")}
-        summary["metrics"] = {**scores_from_counts(**pixel_totals), **object_scores(**objects)}
-        summary["counts"] = {**pixel_totals, **objects}
-        scores = {**summary["metrics"], **summary["counts"], "threshold": threshold}
-        write_text(out / "metrics.json", json.dumps(scores, indent=2) + "\n")
-        table = io.StringIO()
-        writer = csv.DictWriter(table, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-        write_text(out / "per_image.csv", table.getvalue())
+            summary |= write_metrics(rows, out, threshold)
     print(
         f"{len(dataset)} pair(s), {pixels / 1e6:.2f} Mpx in {seconds:.1f} s ({pixels / 1e6 / seconds:.2f} Mpx/s) -> {out}"
     )
@@ -327,11 +366,97 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     return summary
 
 
+@contextmanager
+def written_into(output: str | Path) -> Iterator[None]:
+    """A failed write into ``output`` that its user can fix (a full disk, a folder made read-only
+    meanwhile) as a :class:`PredictError` naming the file; any other error as it is."""
+    try:
+        yield
+    except OSError as e:
+        wrong = write_problem(e, output, "output")
+        if wrong is None:
+            raise
+        raise PredictError(wrong) from None
+
+
+def write_pairs(
+    cfg: DictConfig,
+    predictor: Predictor,
+    dataset: ChangeDetectionDataset,
+    out: Path,
+    threshold: float,
+    with_labels: bool,
+) -> tuple[list[dict[str, Any]], int]:
+    """Every pair's files into ``out``; with labels, each pair's scores (the rows of per_image.csv).
+    Returns the rows and the pixels predicted."""
+    rows, pixels, written = [], 0, 0
+    progress = tqdm(total=len(dataset), desc="pairs", unit="pair", file=sys.stderr)
+    try:
+        for sample, probs in predictions(predictor, dataset):
+            progress.update()
+            if not torch.isfinite(probs).all():  # NaN compares false: it would be written as no change
+                pair = dataset.pairs[written]
+                raise PredictError(
+                    f"{pair.a} and {pair.b}: the model gave non-finite probabilities; the checkpoint may hold"
+                    " non-finite (NaN or infinite) weights, or a 16-bit precision overflowed (try precision=32)"
+                )
+            pred = (probs > threshold).numpy()
+            pixels += pred.size
+            name = f"{Path(sample['name']).stem}.png"
+            write_png(out / "mask" / name, pred.astype(np.uint8) * 255)
+            write_png(out / "overlay" / name, overlay(sample["B"].permute(1, 2, 0).numpy(), pred))
+            if cfg.save_probs == "png":
+                write_png(out / "probs" / name, (probs.numpy() * 255).round().astype(np.uint8))
+            elif cfg.save_probs == "npy":
+                write_npy(out / "probs" / f"{Path(name).stem}.npy", probs.numpy().astype(np.float32))
+            if with_labels:
+                target = sample["mask"][0] > 0
+                write_png(out / "error" / name, error_map(pred, target.numpy()))
+                counts = pixel_counts(pred, target.numpy())
+                objects = object_counts(pred, target.numpy())
+                # A score with a zero denominator stays empty, so sorting by F1 does not rank clean tiles last.
+                scores = {**scores_from_counts(**counts, undefined=None), **object_scores(**objects, undefined=None)}
+                rows.append({"name": sample["name"], **counts, **objects, **scores})
+            written += 1
+    except KeyboardInterrupt:
+        left = "; metrics.json not written" if with_labels else ""
+        raise KeyboardInterrupt(
+            f"{written} of {len(dataset)} pair(s) written to {out} (each file complete{left});"
+            " rerun with overwrite=true to predict them all"
+        ) from None
+    finally:
+        progress.close()
+    return rows, pixels
+
+
+def write_metrics(rows: list[dict[str, Any]], out: Path, threshold: float) -> dict[str, Any]:
+    """metrics.json and per_image.csv; the summary's ``metrics`` and ``counts``."""
+    # Split-level scores from the counts summed over every pair, as training's torchmetrics
+    # collection computes them (equal to 1e-6: tests/test_predict.py).
+    pixel_totals = {k: sum(r[k] for r in rows) for k in ("TP", "FP", "FN", "TN")}
+    objects = {k: sum(r[k] for r in rows) for k in ("objects_true", "objects_pred", "obj_TP", "obj_FP", "obj_FN")}
+    summary = {"metrics": {**scores_from_counts(**pixel_totals), **object_scores(**objects)}}
+    summary["counts"] = {**pixel_totals, **objects}
+    scores = {**summary["metrics"], **summary["counts"], "threshold": threshold}
+    write_text(out / "metrics.json", json.dumps(scores, indent=2) + "\n")
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(out / "per_image.csv", table.getvalue())
+    return summary
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
     with exit_1_on_error():
         require_values(cfg)
-        predict(cfg)
+        try:
+            predict(cfg)
+        except KeyboardInterrupt as e:  # as train.py ends on Ctrl-C: a line and 128 + SIGINT, no traceback
+            said = str(e) or "every file written so far is complete"
+            print(f"interrupted: {said}", file=sys.stderr)
+            raise SystemExit(128 + signal.SIGINT) from None
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from cdseg.runs.folder import FolderHoldsARun, RunFolder, claimed_by_this_proces
 from cdseg.runs.guards import (
     EndOnAValidation,
     LocalSweepOfDDP,
+    ScheduleFitsTheRun,
     check_devices_and_optimisation,
     refuse_a_local_sweep_of_ddp,
     validation_interval_problem,
@@ -99,7 +100,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         callbacks.append(RecordOverrides(HydraConfig.get().overrides.task))
     if cfg.get("extend_schedule"):
         callbacks.append(ExtendSchedule())
-    callbacks += [SeedEachBatch(cfg.seed), EndOnAValidation()]
+    callbacks += [SeedEachBatch(cfg.seed), EndOnAValidation(), ScheduleFitsTheRun()]
     loggers = [build(c) for c in (cfg.get("logger") or {}).values()]
     if not loggers:  # ~logger: no curves to draw, and LearningRateMonitor would refuse the trainer
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
@@ -204,8 +205,15 @@ def _start_line(cfg: DictConfig, path: Any, resumed: bool) -> str:
     """Where the run writes and the choices that define it, before any work."""
     model = str(cfg.model.get("_target_", "?")).rsplit(".", 1)[-1]
     width = f" base {cfg.model.base}" if cfg.model.get("base") is not None else ""
-    steps = cfg.trainer.get("max_steps")
-    length = f"{steps} steps" if steps not in (None, -1) else f"{cfg.trainer.get('max_epochs')} epochs"
+    limits = [
+        f"{n} {unit}{'' if n == 1 else 's'}"
+        for n, unit in ((cfg.trainer.get("max_steps"), "step"), (cfg.trainer.get("max_epochs"), "epoch"))
+        if n not in (None, -1)
+    ]
+    length = (
+        " or ".join(limits) + (", whichever comes first" if len(limits) > 1 else "")
+        or "1000 epochs (Lightning's default)"
+    )
     data = cfg.data.get("root")
     return (
         f"{'resuming' if resumed else 'run folder'}: {path}\n"

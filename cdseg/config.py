@@ -133,6 +133,11 @@ def run_problems(cfg: DictConfig, scores: Sequence[str]) -> list[str | None]:
         threshold_problem(cfg.get("threshold")),
         *(bool_problem(key, cfg.get(key, False)) for key in ("calibrate", "test", "resume_strict", "extend_schedule")),
     ]
+    channels = (cfg.get("model") or {}).get("in_channels", 3)
+    if channels != 3:  # cdseg.data reads every date as 8-bit RGB
+        problems.append(
+            f"model.in_channels must be 3: training reads every image as three bands (RGB), got {channels!r}"
+        )
     scheduler, trainer = cfg.get("scheduler") or {}, cfg.get("trainer") or {}
     if str(scheduler.get("_target_", "")).endswith("CosineAnnealingLR"):
         t_max = scheduler.get("T_max")

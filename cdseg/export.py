@@ -18,6 +18,7 @@ import copy
 import importlib.util
 import json
 import logging
+import math
 import os
 import warnings
 from pathlib import Path
@@ -191,8 +192,8 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         ]
         source, real = real_pairs(cfg, config) if channels == 3 else ("none: not a 3-band model", [])
         diffs = parity(reference, exported, cases + [(f"real {n}", a, b) for n, a, b in real])
-        worst = max(d for _, d in diffs)
-        if worst > cfg.tolerance:
+        worst = max((d for _, d in diffs), key=lambda d: math.inf if math.isnan(d) else d)
+        if not worst <= cfg.tolerance:  # NaN too: non-finite probabilities fail, whichever side gave them
             table = "; ".join(f"{n}: {d:.2e}" for n, d in diffs)
             raise ExportError(
                 f"parity check failed: largest difference {worst:.2e} > tolerance {cfg.tolerance} ({table})"

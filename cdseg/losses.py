@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from cdseg.errors import ConfigError
 
 
 def dice_sums(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -56,6 +60,18 @@ class BCEDiceLoss(nn.Module):
 
     def __init__(self, dice_weight: float = 1.0, pos_weight: float | None = None, smooth: float = 1.0) -> None:
         super().__init__()
+        # A negative weight would train towards the wrong answer without a word.
+        for key, value, least in (
+            ("dice_weight", dice_weight, 0),
+            ("pos_weight", pos_weight, None),
+            ("smooth", smooth, 0),
+        ):
+            if value is None and least is None:
+                continue
+            number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+            if not (number and (value > 0 if least is None else value >= least)):
+                bound = "a number > 0 or null" if least is None else f"a number >= {least}"
+                raise ConfigError(f"loss.{key} must be {bound}, got {value!r}")
         self.dice_weight = dice_weight
         self.smooth = smooth
         # Not saved in checkpoints: the run's config sets it (and a resume refuses another value).

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import inspect
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType
+from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
 from cdseg.config import flatten
@@ -109,6 +111,9 @@ def _unknown(cfg: DictConfig, key: str) -> str | None:
             return None  # inside a list or a value: Hydra and the constructors check it
         if part not in node:
             parent = ".".join(parts[:depth])
+            target = _target_taking(node, part) if depth == len(parts) - 1 else None
+            if target:  # a constructor argument the config leaves at its default (Hydra adds it with +)
+                return f"{key}: not in the config, but {target} takes it: add it with +{key}=..."
             keys = [k for k in flatten(tree) if "._" not in f".{k}"]  # not _target_ and the like
             near = difflib.get_close_matches(key, keys, n=2, cutoff=0.75)
             # The same option under another parent: predict.py's runs_dir for train.py's paths.runs_dir
@@ -121,3 +126,15 @@ def _unknown(cfg: DictConfig, key: str) -> str | None:
             return f"{key}: no such option{hint} ({scope}: {options})"
         node = node[part]
     return None
+
+
+def _target_taking(node: dict, name: str) -> str | None:
+    """The name of ``node``'s ``_target_`` when it has a parameter ``name``."""
+    if "_target_" not in node:
+        return None
+    try:
+        target = get_object(str(node["_target_"]))
+        takes = name in inspect.signature(target).parameters
+    except Exception:  # not importable, or no signature to read
+        return None
+    return str(node["_target_"]) if takes else None

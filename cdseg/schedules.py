@@ -30,7 +30,8 @@ class WarmupCosine(torch.optim.lr_scheduler.LambdaLR):
         if not isinstance(total_steps, int) or total_steps < 1:
             raise ConfigError(
                 f"scheduler.total_steps must be a positive number of steps, got {total_steps!r}: "
-                "set trainer.max_steps (the schedule follows it)"
+                "set +trainer.max_steps=N (the schedule follows it), with trainer.max_epochs=-1 so that "
+                "the run's length is set in steps"
             )
         if not 0 <= warmup_steps < total_steps:
             raise ConfigError(f"scheduler.warmup_steps must be in [0, {total_steps}), got {warmup_steps!r}")
@@ -45,4 +46,5 @@ class WarmupCosine(torch.optim.lr_scheduler.LambdaLR):
             progress = min((step - peak) / max(total_steps - 1 - peak, 1), 1.0)
             return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
+        self.total_steps = total_steps  # the run's length it plans for (cdseg.runs.guards.ScheduleFitsTheRun)
         super().__init__(optimizer, factor)

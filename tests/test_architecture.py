@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import ROOT
 
 SCIENCE = ("cdseg.models", "cdseg.data", "cdseg.losses", "cdseg.metrics", "cdseg.module", "cdseg.callbacks")
-SMALL = ("errors", "config", "precision", "atomic_write", "overrides", "scores")
+SMALL = ("errors", "config", "precision", "atomic_write", "output_folder", "overrides", "scores")
 # files (globs) -> import prefixes they must never use directly; for the prediction path Lightning is
 # also checked transitively, below.
 FORBIDDEN = {

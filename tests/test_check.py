@@ -60,3 +60,16 @@ def test_the_doctor_reports_pairs_shared_across_and_within_splits(tiny_data: Pat
     out = capsys.readouterr().out
     assert "NOT USABLE" in out and "in train and val (train: train_0001.png" in out
     assert "warning: the same image pair is 2 times in test" in out
+
+
+def test_extensions_without_their_dot_are_refused_as_training_refuses_them(tiny_data: Path, capsys) -> None:
+    assert main([str(tiny_data), "--extensions", "png", ".tif"]) == 1
+    captured = capsys.readouterr()
+    assert "error: --extensions must be a list of suffixes with their dot" in captured.err
+    assert "empty split" not in captured.out and "no changed pixel" not in captured.out
+
+
+def test_a_root_that_is_not_there_is_named_once(tmp_path: Path, capsys) -> None:
+    assert main([str(tmp_path / "nowhere")]) == 1
+    out = capsys.readouterr().out
+    assert f"{tmp_path / 'nowhere'}: dataset root not found" in out and "split not found" not in out

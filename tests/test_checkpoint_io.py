@@ -102,3 +102,12 @@ def test_a_peek_reads_the_counters_and_names_a_bad_file(tmp_path: Path) -> None:
     (tmp_path / "bad.ckpt").write_bytes((tmp_path / "good.ckpt").read_bytes()[:100])
     with pytest.raises(CheckpointError, match="bad.ckpt: not a readable checkpoint"):
         read_checkpoint(tmp_path / "bad.ckpt", peek=True)
+
+
+@pytest.mark.parametrize("text", ["hello", '{"a": 1}', "<html><body>Not Found</body></html>"])
+def test_a_text_file_given_as_a_checkpoint_is_named_as_unreadable(tmp_path: Path, text: str) -> None:
+    # Each fails inside torch's unpickler with a different error (KeyError, IndexError, UnpicklingError).
+    (tmp_path / "text.ckpt").write_text(text)
+    for peek in (False, True):
+        with pytest.raises(CheckpointError, match="text.ckpt: not a readable checkpoint"):
+            read_checkpoint(tmp_path / "text.ckpt", peek=peek)

@@ -158,6 +158,15 @@ def test_a_failed_parity_check_keeps_nothing(trained_run: dict, tmp_path: Path) 
     assert list(tmp_path.iterdir()) == []
 
 
+def test_non_finite_probabilities_fail_the_parity_check(trained_run: dict, tmp_path: Path, monkeypatch) -> None:
+    # NaN compares false with any tolerance: a model giving NaN on either side must not pass for exact.
+    monkeypatch.setattr("cdseg.export.parity", lambda *args: [("random 2x3x64x64", 0.0), ("real x", float("nan"))])
+    file = tmp_path / "model.onnx"
+    with pytest.raises(ExportError, match="parity check failed: largest difference nan"):
+        export(export_cfg(f"ckpt_path={trained_run['best_checkpoint']}", f"output={file}"))
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_bad_requests_are_refused_before_anything_is_written(trained_run: dict, tmp_path: Path, monkeypatch) -> None:
     ckpt = f"ckpt_path={trained_run['best_checkpoint']}"
     with pytest.raises(ExportError, match=r"must end in \.pt"):

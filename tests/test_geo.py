@@ -4,7 +4,9 @@ rules, block-by-block prediction against the whole array, and polygons against t
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -16,7 +18,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from cdseg.errors import CdsegError
-from cdseg.inference.geo import SceneOptions, check_scenes, predict_scenes
+from cdseg.inference.geo import OUTPUTS, SceneOptions, check_scenes, predict_scenes
 from cdseg.inference.geo_read import GeoError, is_georeferenced, require_rasterio
 from cdseg.inference.predictor import Predictor
 from predict import predict
@@ -462,3 +464,100 @@ def test_pairs_that_cannot_give_a_scene_are_refused_and_an_rgba_b_warps(tmp_path
     with pytest.raises(GeoError, match="no pixel is valid in both dates"):
         predict_scenes(difference, [("e.tif", tmp_path / "a.tif", tmp_path / "empty.tif")], tmp_path / "o4", run, 0.3)
     assert not (tmp_path / "o4" / "mask.tif").exists()
+
+
+def test_non_finite_probabilities_are_refused_not_written_as_no_change(tmp_path: Path) -> None:
+    a, b = scene(60, 60)
+    write_tif(tmp_path / "a.tif", a)
+    write_tif(tmp_path / "b.tif", b)
+
+    def broken(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # what NaN weights give
+        return torch.full(x.shape[-2:], float("nan"))
+
+    pairs = [("b.tif", tmp_path / "a.tif", tmp_path / "b.tif")]
+    with pytest.raises(GeoError, match=r"b.tif: the model gave non-finite probabilities .* non-finite .* weights"):
+        predict_scenes(broken, pairs, tmp_path / "o", SceneOptions(block_size=32), 0.5)
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_output_that_cannot_be_made_or_written_is_refused_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = scene(40, 40)
+    write_tif(tmp_path / "a.tif", a)
+    write_tif(tmp_path / "b.tif", b)
+    (tmp_path / "file").write_text("mine")
+    (tmp_path / "locked").mkdir()
+    access = os.access  # root passes any permission check: the folder reads as read-only instead
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: Path(p) != tmp_path / "locked" and access(p, mode, **k))
+    monkeypatch.setattr("predict.load_predictor", lambda cfg: pytest.fail("the model was loaded"))
+    pair = ["ckpt_path=unused", f"a={tmp_path / 'a.tif'}", f"b={tmp_path / 'b.tif'}"]
+    with pytest.raises(CdsegError, match=r"file is a file, so no folder can be made below it"):
+        predict(predict_cfg(*pair, f"output={tmp_path / 'file' / 'o'}"))
+    with pytest.raises(CdsegError, match=r"locked is not writable"):
+        predict(predict_cfg(*pair, f"output={tmp_path / 'locked' / 'o'}"))
+    assert (tmp_path / "file").read_text() == "mine" and not any((tmp_path / "locked").iterdir())
+
+
+def test_a_failed_write_is_one_line_naming_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = scene(40, 40)
+    write_tif(tmp_path / "a.tif", a)
+    write_tif(tmp_path / "b.tif", b)
+
+    def full(path: Path) -> str:  # what a full disk says when the first output is begun
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr("cdseg.inference.geo._temporary", full)
+    monkeypatch.setattr("predict.load_predictor", lambda cfg: (Stub(), 0.5))
+    cfg = predict_cfg("ckpt_path=unused", f"a={tmp_path / 'a.tif'}", f"b={tmp_path / 'b.tif'}", f"output={tmp_path}/o")
+    with pytest.raises(CdsegError, match=r"output=.*o: could not write .*mask.tif: No space left on device"):
+        predict(cfg)
+
+
+def test_overwrite_replaces_every_previous_scene_and_nothing_else(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = scene(40, 40)
+    for part, names in (("A", ("s1", "s2")), ("B", ("s1", "s2"))):
+        (tmp_path / "in" / part).mkdir(parents=True)
+        for n in names:
+            write_tif(tmp_path / "in" / part / f"{n}.tif", a if part == "A" else b)
+    monkeypatch.setattr("predict.load_predictor", lambda cfg: (Stub(), 0.5))
+    out = tmp_path / "out"
+    args = ["ckpt_path=unused", f"output={out}", "geo.scene=true", "overwrite=true"]
+    predict(predict_cfg(*args, f"input={tmp_path / 'in'}"))
+    (out / "notes").mkdir()
+    (out / "notes" / "read.me").write_text("mine")
+    (out / "s2" / "analysis.ipynb").write_text("mine")
+    one = [f"a={tmp_path / 'in/A/s1.tif'}", f"b={tmp_path / 'in/B/s1.tif'}"]
+    with pytest.raises(CdsegError, match=r"s2 also holds analysis.ipynb, which predict.py does not write"):
+        predict(predict_cfg(*args, *one))
+    assert sorted(p.name for p in (out / "s2").iterdir()) == ["analysis.ipynb", *sorted(OUTPUTS)]  # nothing deleted
+    (out / "s2" / "analysis.ipynb").unlink()
+    predict(predict_cfg(*args, *one))  # one scene, written into out itself
+    assert sorted(p.name for p in out.iterdir()) == sorted(["notes", *OUTPUTS])  # no stale s1/ or s2/ beside it
+    assert (out / "notes" / "read.me").read_text() == "mine"
+
+
+def ring_areas(features: list) -> tuple[list, list]:
+    """Signed areas of every exterior ring and every hole."""
+    exteriors = [ring_area(f["geometry"]["coordinates"][0]) for f in features]
+    holes = [ring_area(h) for f in features for h in f["geometry"]["coordinates"][1:]]
+    return exteriors, holes
+
+
+@pytest.mark.parametrize("south_up", [False, True])
+@pytest.mark.parametrize("geojson_crs", ["native", "wgs84"])
+def test_rings_wind_as_rfc_7946_asks_whatever_way_the_rows_run(tmp_path: Path, south_up: bool, geojson_crs) -> None:
+    a, b = scene()
+    b[:, 70:130, 60:120] = 230  # a square with a hole, across blocks
+    b[:, 90:100, 85:95] = a[:, 90:100, 85:95]
+    grid = rasterio.Affine(ORIGIN.a, 0, ORIGIN.c, 0, -ORIGIN.e, ORIGIN.f - 150 * -ORIGIN.e) if south_up else ORIGIN
+    write_tif(tmp_path / "a.tif", a, transform=grid)
+    write_tif(tmp_path / "b.tif", b, transform=grid)
+    options = SceneOptions(block_size=64, halo=8, geojson_crs=geojson_crs)
+    predict_scenes(difference, [("b.tif", tmp_path / "a.tif", tmp_path / "b.tif")], tmp_path / "out", options, 0.3)
+    features = json.loads((tmp_path / "out" / "changes.geojson").read_text())["features"]
+    exteriors, holes = ring_areas(features)
+    assert len(exteriors) == 5 and len(holes) == 1
+    assert all(s > 0 for s in exteriors) and all(s < 0 for s in holes)  # exteriors counter-clockwise, holes clockwise

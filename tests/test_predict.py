@@ -1,7 +1,9 @@
 """predict.py: tiled inference, outputs, metrics that match training's test path, and its guards."""
 
 import csv
+import errno
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -15,8 +17,9 @@ from PIL import Image
 
 from cdseg.atomic_write import write_png
 from cdseg.data.dataset import ChangeDetectionDataset, Pair
+from cdseg.errors import ConfigError
 from cdseg.inference.checkpoint import CheckpointError, load_checkpoint
-from cdseg.inference.predictor import Predictor
+from cdseg.inference.predictor import Predictor, resolve_device
 from cdseg.inference.probability import ChangeProbability
 from cdseg.inference.tiling import sliding_window
 from cdseg.scores import scores_from_counts
@@ -248,6 +251,7 @@ def test_real_levir_tiles(trained_run: dict, tmp_path: Path) -> None:
         ("tile_size=big", "tile_size must be an integer >= 1, got 'big'"),
         ("threshold=abc", "threshold must be a number in \\(0, 1\\) or null, got 'abc'"),
         ("device=foo", "device must be auto, cpu, cuda or cuda:<index>, got 'foo'"),
+        ("device=mps", "device must be auto, cpu, cuda or cuda:<index>, got 'mps'"),
         ("dirs=A", "dirs must map a, b, label to folder names"),
     ],
 )
@@ -415,3 +419,120 @@ def test_auto_batch_size_keeps_a_cpu_pass_cache_sized() -> None:
     predictor = Predictor(ChangeProbability(SmallField()), {"data": {}}, device="cpu")
     assert [predictor.per_pass(s, s) for s in (64, 128, 256, 1024)] == [16, 4, 1, 1]
     assert Predictor(ChangeProbability(SmallField()), {"data": {}}, device="cpu", batch_size=3).per_pass(64, 64) == 3
+
+
+def test_non_finite_probabilities_are_refused_naming_the_pair(
+    trained_run: dict, tiny_data: Path, tmp_path: Path
+) -> None:
+    ckpt = torch.load(trained_run["best_checkpoint"], map_location="cpu", weights_only=True)
+    weight = next(k for k in ckpt["state_dict"] if k.endswith("weight"))
+    ckpt["state_dict"][weight] = torch.full_like(ckpt["state_dict"][weight], float("nan"))
+    torch.save(ckpt, tmp_path / "nan.ckpt")
+    out = tmp_path / "o"
+    with pytest.raises(PredictError, match=r"val_0000.png: the model gave non-finite .* non-finite .* weights"):
+        predict(predict_cfg(f"ckpt_path={tmp_path / 'nan.ckpt'}", f"input={tiny_data / 'val'}", f"output={out}"))
+    assert not list((out / "mask").iterdir()) and not (out / "metrics.json").exists()  # no all-"no change" mask
+
+
+def test_overwrite_never_deletes_what_predict_did_not_write(trained_run: dict, tiny_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    args = [f"ckpt_path={trained_run['output_dir']}", f"output={out}", "overwrite=true"]
+    predict(predict_cfg(*args, f"input={tiny_data / 'val'}"))
+    (out / "mask" / "README.txt").write_text("mine")
+    (out / "mask" / "notebooks").mkdir()
+    with pytest.raises(PredictError, match=r"mask also holds README.txt, notebooks, which predict.py does not write"):
+        predict(predict_cfg(*args, f"input={tiny_data / 'test'}"))
+    assert len(list((out / "mask").glob("val_*.png"))) == 8 and (out / "metrics.json").exists()  # nothing deleted
+    (out / "mask" / "README.txt").unlink()
+    (out / "mask" / "notebooks").rmdir()
+    # A subfolder that is a link: the previous files in it go, the link and what it points to stay.
+    (out / "overlay").rename(tmp_path / "overlays")
+    (out / "overlay").symlink_to(tmp_path / "overlays")
+    predict(predict_cfg(*args, f"input={tiny_data / 'test'}"))
+    assert (out / "overlay").is_symlink()
+    assert sorted(p.name for p in (tmp_path / "overlays").iterdir()) == sorted(
+        p.name for p in (tiny_data / "test" / "A").iterdir()
+    )
+    assert sorted(p.name for p in (out / "mask").iterdir()) == sorted(p.name for p in (out / "overlay").iterdir())
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_the_model_loads(
+    tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "locked").mkdir()
+    access = os.access  # root passes any permission check: the folder reads as read-only instead
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: Path(p) != tmp_path / "locked" and access(p, mode, **k))
+    monkeypatch.setattr("predict.load_predictor", lambda cfg: pytest.fail("the model was loaded"))
+    args = ["ckpt_path=unused", f"input={tiny_data / 'val'}"]
+    for output in (tmp_path / "locked", tmp_path / "locked" / "new" / "o"):
+        with pytest.raises(PredictError, match=r"locked is not writable"):
+            predict(predict_cfg(*args, f"output={output}"))
+    assert not any((tmp_path / "locked").iterdir())
+
+
+def test_a_failed_write_is_one_line_naming_the_file(
+    trained_run: dict, tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def read_only(path, image) -> None:  # what a file system remounted read-only says mid-run
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    monkeypatch.setattr("predict.write_png", read_only)
+    out = tmp_path / "o"
+    with pytest.raises(PredictError, match=r"output=.*o: could not write .*val_0000.png: Read-only file system"):
+        predict(predict_cfg(f"ckpt_path={trained_run['output_dir']}", f"input={tiny_data / 'val'}", f"output={out}"))
+
+
+def test_devices_other_than_cpu_and_present_gpus_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("mps", "meta", "cpu:0", "cuda:x", "xla"):
+        with pytest.raises(ConfigError, match=f"device must be auto, cpu, cuda or cuda:<index>, got '{name}'"):
+            resolve_device(name)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == torch.device("cuda:1") and resolve_device("cuda") == torch.device("cuda")
+    with pytest.raises(ConfigError, match=r"device=cuda:2: this machine has 2 CUDA device\(s\), cuda:0 to cuda:1"):
+        resolve_device("cuda:2")
+
+
+def test_ctrl_c_reports_the_pairs_written_with_each_file_complete(
+    trained_run: dict, tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    many, calls = Predictor.many, []
+
+    def interrupted_at_the_third_pass(self, pairs):
+        calls.append(len(pairs))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return many(self, pairs)
+
+    monkeypatch.setattr(Predictor, "many", interrupted_at_the_third_pass)
+    out = tmp_path / "o"
+    args = [f"ckpt_path={trained_run['output_dir']}", f"input={tiny_data / 'val'}", f"output={out}", "batch_size=1"]
+    with pytest.raises(KeyboardInterrupt, match=r"^2 of 8 pair\(s\) written to .*o \(each file complete; metrics"):
+        predict(predict_cfg(*args))
+    assert sorted(p.name for p in (out / "mask").iterdir()) == ["val_0000.png", "val_0001.png"]
+    assert not list(out.rglob(".*.tmp"))
+
+
+@pytest.mark.parametrize(
+    ("raised", "said"),
+    [
+        ("KeyboardInterrupt('2 of 8 pair(s) written to o')", "interrupted: 2 of 8 pair(s) written to o\n"),
+        ("KeyboardInterrupt()", "interrupted: every file written so far is complete\n"),
+    ],
+)
+def test_ctrl_c_on_the_command_line_exits_130_without_a_traceback(
+    tiny_data: Path, tmp_path: Path, raised: str, said: str
+) -> None:
+    args = [str(ROOT / "predict.py"), "ckpt_path=x.ckpt", f"input={tiny_data / 'val'}", "output=o"]
+    code = (  # Ctrl-C while the checkpoint loads
+        "import runpy, sys\n"
+        "from cdseg.inference import predictor\n"
+        "def stop(*args, **kwargs):\n"
+        f"    raise {raised}\n"
+        "predictor.load_checkpoint = stop\n"
+        f"sys.argv = {args!r}\n"
+        "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.endswith(said)

@@ -1,6 +1,7 @@
 """Resuming is exact wherever the run stopped, keeps the run's best checkpoint, and runs with the same
 seed are identical."""
 
+import csv
 import json
 import os
 import re
@@ -18,7 +19,7 @@ from omegaconf import OmegaConf
 
 from cdseg.errors import ConfigError
 from cdseg.runs.checkpoint import CheckpointError
-from cdseg.runs.folder import checkpoint_to_resume
+from cdseg.runs.folder import checkpoint_to_evaluate, checkpoint_to_resume
 from cdseg.runs.interrupt import TrainingInterrupted
 from cdseg.runs.resume import RunCheckpoint, check_resumable, config_changes, merge_overrides, resume_args
 from tests.conftest import ROOT, compose_train, tiny_overrides
@@ -505,6 +506,38 @@ def test_extend_schedule_continues_on_the_schedule_of_the_longer_run(
     assert after == {step: whole[step] for step in after}  # exactly, step by step
     assert extended["lr_schedulers"] == straight["lr_schedulers"]
     assert extended["optimizer_states"][0]["param_groups"] == straight["optimizer_states"][0]["param_groups"]
+
+
+def test_a_resumed_run_appends_to_its_csv_log(tiny_data: Path, tmp_path: Path) -> None:
+    def epochs(out: Path) -> list[int]:
+        with (out / "csv" / "metrics.csv").open(newline="") as file:
+            return sorted({int(row["epoch"]) for row in csv.DictReader(file) if row.get("val/F1")})
+
+    run(tiny_data, tmp_path / "run", "logger=csv", "trainer.max_epochs=2")
+    assert epochs(tmp_path / "run") == [0, 1]
+    run(
+        tiny_data,
+        tmp_path / "run",
+        "logger=csv",
+        "trainer.max_epochs=3",
+        f"ckpt_path={tmp_path / 'run'}",
+        "extend_schedule=true",
+    )
+    assert epochs(tmp_path / "run") == [0, 1, 2]  # the first command's rows are still there
+
+
+def test_a_run_whose_best_checkpoint_is_gone_is_refused_before_training(tiny_data: Path, tmp_path: Path) -> None:
+    run(tiny_data, tmp_path / "run", "trainer.max_epochs=1")
+    (best,) = (tmp_path / "run" / "checkpoints").glob("best-*.ckpt")
+    best.unlink()
+    more = ("trainer.max_epochs=2", f"ckpt_path={tmp_path / 'run'}", "extend_schedule=true")
+    with pytest.raises(CheckpointError, match=f"best checkpoint so far, {best.name}, is missing .* Put it back"):
+        run(tiny_data, tmp_path / "run", *more)
+    assert load(tmp_path / "run" / "checkpoints" / "last.ckpt")["epoch"] == 0  # nothing trained
+    # The same run folder, a broken metrics.json: named, not a JSON traceback.
+    (tmp_path / "run" / "metrics.json").write_text("{")
+    with pytest.raises(CheckpointError, match=r"metrics.json: not readable as the run's results"):
+        checkpoint_to_evaluate(str(tmp_path / "run"))
 
 
 def test_extend_schedule_needs_a_run_to_resume(make_cfg) -> None:

@@ -39,7 +39,7 @@ def test_without_warmup_the_first_step_is_at_the_base_rate() -> None:
 
 @pytest.mark.parametrize(
     ("options", "message"),
-    [({"total_steps": -1}, "set trainer.max_steps"), ({"total_steps": 5, "warmup_steps": 5}, "warmup_steps")],
+    [({"total_steps": -1}, r"set \+trainer.max_steps=N"), ({"total_steps": 5, "warmup_steps": 5}, "warmup_steps")],
 )
 def test_bad_lengths_are_named(options: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -59,7 +59,7 @@ def test_training_steps_it_every_optimizer_step(make_cfg, tmp_path: Path) -> Non
 
 
 def test_without_max_steps_the_schedule_is_refused(make_cfg) -> None:
-    with pytest.raises(ConfigError, match="set trainer.max_steps"):
+    with pytest.raises(ConfigError, match=r"set \+trainer.max_steps=N .* trainer.max_epochs=-1"):
         train(make_cfg("scheduler=warmup_cosine"))
 
 

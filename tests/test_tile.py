@@ -1,5 +1,6 @@
 """python -m cdseg.data.tile: non-overlapping chips of a dataset's tiles, checked first, written whole or not at all."""
 
+import os
 import shutil
 from pathlib import Path
 
@@ -79,3 +80,49 @@ def test_two_tiles_of_one_stem_are_refused_before_anything_is_written(tiny_data:
     with pytest.raises(DatasetError, match=r"would both be cut into"):
         tile_dataset(src, tmp_path / "chips", size=16)
     assert not (tmp_path / "chips").exists()
+
+
+def test_a_size_that_gives_no_chip_writes_nothing(tiny_data: Path, tmp_path: Path, capsys) -> None:
+    args = [str(tiny_data), str(tmp_path / "chips"), "--size", "64", "--drop-remainder"]  # 48x48 tiles
+    assert main(args) == 1
+    assert "--size 64 is larger than its tiles (up to 48x48), so it would give no chip" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_named_split_that_is_not_there_is_refused(tiny_data: Path, tmp_path: Path, capsys) -> None:
+    assert main([str(tiny_data), str(tmp_path / "chips"), "--size", "16", "--splits", "val", "vall"]) == 1
+    assert "split(s) ['vall'] not found (its folders: ['test', 'train', 'val'])" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+    src = tmp_path / "src"  # without --splits, an absent optional split is still no problem
+    for split in ("train", "val"):
+        shutil.copytree(tiny_data / split, src / split)
+    assert tile_dataset(src, tmp_path / "chips", size=16) == {"train": (24, 216), "val": (8, 72)}
+
+
+def test_extensions_without_their_dot_are_refused(tiny_data: Path, tmp_path: Path, capsys) -> None:
+    assert main([str(tiny_data), str(tmp_path / "chips"), "--extensions", "png"]) == 1
+    err = capsys.readouterr().err
+    assert "--extensions must be a list of suffixes with their dot, such as [.png, .tif], got ['png']" in err
+    assert "empty split" not in err and list(tmp_path.iterdir()) == []
+
+
+def test_a_destination_that_cannot_be_made_or_written_is_refused(
+    tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(DatasetError, match=r"file is a file, so no folder can be made below it"):
+        tile_dataset(tiny_data, tmp_path / "file" / "chips", size=16)
+    assert (tmp_path / "file").read_text() == "mine"
+    (tmp_path / "locked").mkdir()
+    access = os.access  # root passes any permission check: the folder reads as read-only instead
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: Path(p) != tmp_path / "locked" and access(p, mode, **k))
+    with pytest.raises(DatasetError, match=r"locked is not writable"):
+        tile_dataset(tiny_data, tmp_path / "locked" / "chips", size=16)
+    assert list((tmp_path / "locked").iterdir()) == []
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into any folder")
+def test_a_read_only_destination_fails_before_any_chip(tiny_data: Path, tmp_path: Path) -> None:
+    (tmp_path / "ro").mkdir(mode=0o555)
+    with pytest.raises(DatasetError, match=r"ro is not writable"):
+        tile_dataset(tiny_data, tmp_path / "ro" / "chips", size=16)

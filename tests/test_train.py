@@ -350,6 +350,7 @@ def test_every_documented_data_option_can_be_overridden(data: str) -> None:
     ("override", "message"),
     [
         ("trainer.max_epoch=5", "trainer.max_epoch"),
+        ("trainer.limit_train_batches=2", r"not in the config, but lightning.Trainer takes it: add it with \+trainer"),
         ("data.batch_size=abc", "data.batch_size must be an integer >= 1, got 'abc'"),
         ("data.hflip=2", r"data.hflip must be a probability in \[0, 1\], got 2"),
         ("trainer.max_epochs=ten", "trainer.max_epochs must be an integer or null, got 'ten'"),
@@ -454,6 +455,19 @@ def test_the_summary_keeps_an_override_with_spaces_whole(tmp_path: Path) -> None
         ),
         (["model=tiny", "model.base=1"], "model.base must be an integer >= 2, got 1"),
         (["optimizer.lr=-1"], "optimizer: Invalid learning rate: -1"),
+        (
+            ["scheduler=warmup_cosine", "scheduler.warmup_steps=2", "+trainer.max_steps=100"],
+            r"schedule plans 100 optimizer steps .* trainer.max_epochs=1 ends the run after 3 \(3 an epoch\)",
+        ),
+        (["model.in_channels=4"], "model.in_channels must be 3: training reads every image as three bands"),
+        (["model=tiny", "model.in_channels=1"], "model.in_channels must be 3"),
+        (["loss.dice_weight=-1"], "loss.dice_weight must be a number >= 0, got -1"),
+        (["loss.pos_weight=-1"], r"loss.pos_weight must be a number > 0 or null, got -1"),
+        (["loss.pos_weight=0"], r"loss.pos_weight must be a number > 0 or null, got 0"),
+        (
+            ["data.dirs={a: A, b: A}"],
+            "data.dirs must name a different folder for each of a, b, label: a and b read 'A'",
+        ),
     ],
 )
 def test_options_that_would_fail_late_or_train_wrongly_are_refused_at_once(

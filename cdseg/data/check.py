@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cdseg.data.dataset import DEFAULT_EXTENSIONS, Pair, PairInfo, inspect_pairs, scan_split
+from cdseg.data.dataset import DEFAULT_EXTENSIONS, Pair, PairInfo, extensions_problem, inspect_pairs, scan_split
 from cdseg.data.duplicates import duplicate_pairs
 
 REQUIRED = ("train", "val")  # what training needs; test is optional
@@ -85,6 +85,11 @@ def check_dataset(
     """Report lines and the list of problems (empty when the dataset is usable)."""
     root = Path(root)
     dirs = dirs or {}
+    wrong = extensions_problem(extensions, "--extensions")
+    if wrong:  # every split would read as empty: the rule train.py's data.extensions follows
+        return [], [wrong]
+    if not root.is_dir():
+        return [], [f"{root}: dataset root not found"]
     lines, problems = [], []
     reports = {}
     for split in splits:
@@ -120,6 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--extensions", nargs="+", default=list(DEFAULT_EXTENSIONS))
     args = parser.parse_args(argv)
     dirs = dict(zip(("a", "b", "label"), args.dirs, strict=True))
+    wrong = extensions_problem(args.extensions, "--extensions")
+    if wrong:
+        print(f"error: {wrong}", file=sys.stderr)
+        return 1
     lines, problems = check_dataset(args.root, args.splits, dirs, args.extensions)
     print("\n".join(lines))
     if problems:

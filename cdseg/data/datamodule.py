@@ -186,6 +186,8 @@ class ChangeDetectionDataModule(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         # Fitting also checks the test split, so a bad test file fails before training, not after.
         needed = {"fit": ["train", "val", "test"], "validate": ["val"], "test": ["test"], "predict": ["test"]}[stage]
+        if not self.root.is_dir():
+            raise DatasetError(f"{self.root}: dataset root not found (set data.root)")
         if self.cache == "ram":
             self._check_cache([s for s in needed if s not in self.datasets and self.has_split(s)])
         errors = []  # every split's bad files in one message, not one split per attempt

@@ -167,7 +167,17 @@ def folder_names(key: str, value: object, defaults: dict[str, str]) -> tuple[dic
     if not valid:
         example = "{" + ", ".join(f"{k}: {v}" for k, v in defaults.items()) + "}"
         return None, f"{key} must map {', '.join(defaults)} to folder names, such as {key}={example}, got {value!r}"
-    return {k: str(v) for k, v in value.items()}, None
+    names = {k: str(v) for k, v in value.items()}
+    if defaults is DEFAULT_DIRS:  # the folders of one pair: two roles reading one folder would compare A with A
+        merged = {**defaults, **names}
+        shared = [
+            f"{' and '.join(r for r in merged if merged[r] == f)} read {f!r}"
+            for f in sorted(set(merged.values()))
+            if sum(v == f for v in merged.values()) > 1
+        ]
+        if shared:
+            return None, f"{key} must name a different folder for each of {', '.join(merged)}: {'; '.join(shared)}"
+    return names, None
 
 
 def scan_split(

@@ -4,10 +4,11 @@ papers (445/64/128 tiles of 1024x1024 become 7120/1024/2048 chips).
     python -m cdseg.data.tile SRC DST [--size 256] [--splits train val test] [--drop-remainder]
 
 SRC is checked first as the dataset doctor checks it (``python -m cdseg.data.check``): a problem
-anywhere, or a tile whose sides ``--size`` does not divide (unless ``--drop-remainder``), writes
-nothing. Chips are named ``<name>_<top>_<left>.png`` (pixel offsets) and written as PNG, labels as
-0/255, into a temporary folder that becomes DST only when every chip is written; an existing
-non-empty DST is refused.
+anywhere, a split named in ``--splits`` that SRC lacks, a split that would give no chip, or a tile
+whose sides ``--size`` does not divide (unless ``--drop-remainder``), writes nothing. Chips are
+named ``<name>_<top>_<left>.png`` (pixel offsets) and written as PNG, labels as 0/255, into a
+temporary folder that becomes DST only when every chip is written; an existing non-empty DST, or
+one that cannot be written, is refused.
 """
 
 from __future__ import annotations
@@ -25,7 +26,18 @@ import numpy as np
 from PIL import Image
 
 from cdseg.data.check import check_dataset
-from cdseg.data.dataset import DEFAULT_DIRS, DEFAULT_EXTENSIONS, DatasetError, Pair, find_pairs, inspect_pair
+from cdseg.data.dataset import (
+    DEFAULT_DIRS,
+    DEFAULT_EXTENSIONS,
+    DatasetError,
+    Pair,
+    extensions_problem,
+    find_pairs,
+    inspect_pair,
+)
+from cdseg.output_folder import output_problem, write_problem
+
+SPLITS = ("train", "val", "test")  # those cut when --splits is not given, each where present
 
 
 def chip_offsets(length: int, size: int) -> list[int]:
@@ -51,8 +63,8 @@ def tile_pair(pair: Pair, out: Path, size: int, dirs: dict[str, str]) -> int:
             for folder, plane in planes.items():
                 chip = plane[:, top : top + size, left : left + size].permute(1, 2, 0).numpy()
                 chip = cv2.cvtColor(chip, cv2.COLOR_RGB2BGR) if chip.shape[2] == 3 else chip[..., 0]
-                if not cv2.imwrite(str(out / folder / name), np.ascontiguousarray(chip)):
-                    raise OSError(f"{out / folder / name}: could not be written")
+                if not cv2.imwrite(str(out / folder / name), np.ascontiguousarray(chip)):  # no errno to tell why
+                    raise DatasetError(f"{out / folder / name}: could not be written (is the disk full?)")
             count += 1
     return count
 
@@ -61,30 +73,41 @@ def tile_dataset(
     src: str | Path,
     dst: str | Path,
     size: int = 256,
-    splits: Sequence[str] = ("train", "val", "test"),
+    splits: Sequence[str] | None = None,
     dirs: dict[str, str] | None = None,
     extensions: Sequence[str] = DEFAULT_EXTENSIONS,
     drop_remainder: bool = False,
     workers: int | None = None,
 ) -> dict[str, tuple[int, int]]:
-    """Chip every present split of ``src`` into ``dst``.
+    """Chip ``splits`` of ``src`` (None: each of :data:`SPLITS` that is present) into ``dst``.
 
     Returns:
         ``{split: (tiles, chips)}``.
 
     Raises:
-        DatasetError: ``src`` has a problem the doctor reports, a side ``size`` does not divide, or
-            ``dst`` exists and is not empty. Nothing is written then.
+        DatasetError: ``src`` has a problem the doctor reports, lacks a split of ``splits``, a split
+            would give no chip, a side ``size`` does not divide, or ``dst`` exists and is not empty
+            or cannot be written. Nothing is written then.
     """
     src, dst = Path(src), Path(dst)
     dirs = {**DEFAULT_DIRS, **(dirs or {})}
     if size < 1:
         raise DatasetError(f"--size must be a positive number of pixels, got {size}")
-    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
+    wrong = extensions_problem(extensions, "--extensions") or output_problem(dst, beside=True)
+    if wrong:
+        raise DatasetError(wrong)
+    if dst.exists() and any(dst.iterdir()):
         raise DatasetError(f"{dst}: exists and is not an empty folder; choose another destination")
-    present = [s for s in splits if (src / s).is_dir()]
+    if splits is None:
+        present = [s for s in SPLITS if (src / s).is_dir()]
+    else:
+        missing = [s for s in splits if not (src / s).is_dir()]
+        if missing:
+            found = sorted(p.name for p in src.iterdir() if p.is_dir()) if src.is_dir() else []
+            raise DatasetError(f"{src}: split(s) {missing} not found (its folders: {found}); nothing written")
+        present = list(dict.fromkeys(splits))
     if not present:
-        raise DatasetError(f"{src}: none of the splits {list(splits)} found")
+        raise DatasetError(f"{src}: none of the splits {list(SPLITS)} found")
     _, problems = check_dataset(src, present, dirs, extensions)
     if problems:
         raise DatasetError(f"{src}: {len(problems)} problem(s), nothing written:\n  " + "\n  ".join(problems))
@@ -97,9 +120,17 @@ def tile_dataset(
                 raise DatasetError(
                     f"{src / split}: {other} and {pair.name} would both be cut into {Path(other).stem}_*.png"
                 )
-    uneven = [p.a for s in present for p in pairs[s] if any(n % size for n in _size(p.a))]
+    sizes = {p.a: _size(p.a) for s in present for p in pairs[s]}
+    for split in present:
+        if not sum((h // size) * (w // size) for h, w in (sizes[p.a] for p in pairs[split])):
+            h, w = (max(sizes[p.a][i] for p in pairs[split]) for i in (0, 1))
+            raise DatasetError(
+                f"{src / split}: --size {size} is larger than its tiles (up to {w}x{h}), so it would give no chip;"
+                " nothing written"
+            )
+    uneven = [p.a for s in present for p in pairs[s] if any(n % size for n in sizes[p.a])]
     if uneven and not drop_remainder:
-        shown = ", ".join(f"{p} ({'x'.join(map(str, _size(p)[::-1]))})" for p in uneven[:5])
+        shown = ", ".join(f"{p} ({'x'.join(map(str, sizes[p][::-1]))})" for p in uneven[:5])
         raise DatasetError(
             f"{len(uneven)} tile(s) whose sides {size} does not divide: {shown}; "
             "choose a --size that divides them, or --drop-remainder to leave the edge strips out"
@@ -119,8 +150,10 @@ def tile_dataset(
             dst.rmdir()  # empty, checked above
         dst.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, dst)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and write_problem(e, dst.absolute().parent):
+            raise DatasetError(write_problem(e, dst.absolute().parent)) from None
         raise
     return counts
 
@@ -136,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("src")
     parser.add_argument("dst")
     parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--splits", nargs="+", default=["train", "val", "test"])
+    parser.add_argument("--splits", nargs="+", help=f"default: each of {' '.join(SPLITS)} that is present")
     parser.add_argument("--dirs", nargs=3, metavar=("A", "B", "LABEL"), default=["A", "B", "label"])
     parser.add_argument("--extensions", nargs="+", default=list(DEFAULT_EXTENSIONS))
     parser.add_argument("--drop-remainder", action="store_true", help="leave out edge strips narrower than --size")

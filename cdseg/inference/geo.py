@@ -168,6 +168,12 @@ def predict_scene(
                 if valid.any():  # a block of nodata (a scene's border) is never predicted
                     p = predictor(torch.from_numpy(image_a), torch.from_numpy(image_b))
                     probs = np.where(valid, p.numpy()[rows, cols], np.nan).astype(np.float32)
+                    if not np.isfinite(probs[valid]).all():  # NaN would be written as valid and unchanged
+                        raise GeoError(
+                            f"{a} and {b}: the model gave non-finite probabilities in the block at row"
+                            f" {core.row_off}, column {core.col_off}; the checkpoint may hold non-finite (NaN or"
+                            " infinite) weights, or a 16-bit precision overflowed (try precision=32)"
+                        )
                 changed = probs > threshold
                 valid_pixels += int(valid.sum())
                 changed_pixels += int(changed.sum())
@@ -244,7 +250,13 @@ def predict_scenes(
 ) -> dict[str, Any]:
     """:func:`predict_scene` for each ``(name, a, b)``, into ``output`` (one pair) or ``output/<stem>/``
     (``subfolders``). ``output`` must be new or empty unless ``overwrite``, which replaces the files of
-    :data:`OUTPUTS` and leaves anything else there alone."""
+    :data:`OUTPUTS` and leaves anything else there alone (predict.py first removes a previous
+    prediction's scene folders).
+
+    Raises:
+        KeyboardInterrupt: Ctrl-C, its message saying how many scenes were written: each whole, the
+            one under way not at all.
+    """
     require_rasterio()
     out = Path(output)
     if out.exists() and not out.is_dir():
@@ -255,12 +267,20 @@ def predict_scenes(
     for name, a, b in pairs:
         folder = out / Path(name).stem if subfolders else out
         made = not folder.exists()
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise GeoError(f"output={out}: {folder} cannot be made, a file stands in its way") from None
         try:
             scenes.append(predict_scene(predictor, a, b, folder, options, threshold))
-        except BaseException:
+        except BaseException as e:
             if made and not any(folder.iterdir()):  # no empty folder to refuse the next run over
                 folder.rmdir()
+            if isinstance(e, KeyboardInterrupt):
+                raise KeyboardInterrupt(
+                    f"{len(scenes)} of {len(pairs)} scene(s) written to {out} (each scene's files complete);"
+                    " rerun with overwrite=true to predict them all"
+                ) from None
             raise
         s = scenes[-1]
         print(

@@ -167,6 +167,27 @@ def _joined(mask: Any, pieces: dict, joins: _Joins, shapes: Any, window_of: Any)
         yield Region(geometry, int(pixels), float(area), float(sums / pixels))
 
 
+def _ring_area(ring: Any) -> float:
+    """Signed area of a closed ring (shoelace): positive when it runs counter-clockwise."""
+    x, y = np.asarray(ring, np.float64).T[:2]
+    return 0.5 * float(np.dot(x[:-1], y[1:]) - np.dot(x[1:], y[:-1]))
+
+
+def _oriented(geometry: dict[str, Any]) -> dict[str, Any]:
+    """``geometry`` with RFC 7946's winding: exterior rings counter-clockwise, holes clockwise. Rings
+    traced on a raster follow its rows, so a grid whose rows run south (a positive y pixel size)
+    mirrors them; their signed area in world coordinates says which way each one turns."""
+
+    def polygon(rings: Any) -> list:
+        return [list(ring) if (_ring_area(ring) > 0) == (i == 0) else list(ring)[::-1] for i, ring in enumerate(rings)]
+
+    if geometry["type"] == "Polygon":
+        return {"type": "Polygon", "coordinates": polygon(geometry["coordinates"])}
+    if geometry["type"] == "MultiPolygon":
+        return {"type": "MultiPolygon", "coordinates": [polygon(p) for p in geometry["coordinates"]]}
+    return geometry
+
+
 def _rounded(coordinates: Any, digits: int) -> Any:
     if isinstance(coordinates[0], (int, float)):
         return [round(c, digits) for c in coordinates]
@@ -200,6 +221,7 @@ def write_geojson(
         if target == "wgs84":
             geometry = warp.transform_geom(crs, "EPSG:4326", geometry)
             geometry = {"type": geometry["type"], "coordinates": _rounded(geometry["coordinates"], 7)}
+        geometry = _oriented(geometry)
         kept += 1
         properties = {
             "id": kept,

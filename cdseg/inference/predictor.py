@@ -4,6 +4,7 @@ comes from a checkpoint, or from a file that ``cdseg.export`` wrote."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,15 +29,21 @@ PASS_PIXELS = {"cpu": 2**16, "cuda": 2**22}
 
 
 def resolve_device(name: str | torch.device) -> torch.device:
-    if str(name) == "auto":
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:<index>`` of a GPU this machine has -> the device; any
+    other (``mps``, ``meta``, ...) is a :class:`ConfigError`: the predictor runs on CPUs and CUDA GPUs."""
+    text = str(name)
+    if text == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError) as e:
-        raise ConfigError(f"device must be auto, cpu, cuda or cuda:<index>, got {name!r} ({e})") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={name} asked for, but no CUDA device is available")
-    return device
+    found = re.fullmatch(r"cpu|cuda(?::(\d+))?", text)
+    if found is None:
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:<index>, got {name!r}")
+    if text.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={name} asked for, but no CUDA device is available")
+        count = torch.cuda.device_count()
+        if found.group(1) is not None and int(found.group(1)) >= count:
+            raise ConfigError(f"device={name}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    return torch.device(text)
 
 
 class Predictor:

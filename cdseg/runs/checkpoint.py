@@ -40,11 +40,13 @@ def read_checkpoint(file: str | Path, peek: bool = False) -> dict[str, Any]:
     except pickle.UnpicklingError as e:
         # torch's message goes on to suggest weights_only=False: the one thing not to do with a stranger's file
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-        raise CheckpointError(
-            f"{file}: refusing to load: it holds objects other than tensors and plain values"
-            + (f" (a pickled {found.group(1)})" if found else "")
-        ) from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
+        if found:
+            raise CheckpointError(
+                f"{file}: refusing to load: it holds objects other than tensors and plain values"
+                f" (a pickled {found.group(1)})"
+            ) from None
+        raise CheckpointError(f"{file}: not a readable checkpoint (not saved by torch): {e}") from None
+    except Exception as e:  # noqa: BLE001 - a text or HTML file fails inside the unpickler with any error
         if peek:  # not mappable: read it whole, which also gives the error if it is unreadable
             return read_checkpoint(file)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -22,7 +22,7 @@ from typing import Any
 
 from cdseg.atomic_write import write_text
 from cdseg.errors import ConfigError
-from cdseg.runs.checkpoint import CheckpointNotFound, read_checkpoint
+from cdseg.runs.checkpoint import CheckpointError, CheckpointNotFound, read_checkpoint
 
 LAST = "last"  # checkpoint names without ".ckpt", as ModelCheckpoint's filename takes them
 INTERRUPTED = "interrupted"
@@ -145,7 +145,14 @@ class RunFolder:
     def best_checkpoint(self) -> Path | None:
         """metrics.json's best checkpoint, else last.ckpt (None when neither exists)."""
         if self.metrics.is_file():
-            best = json.loads(self.metrics.read_text()).get("best_checkpoint")
+            try:
+                results = json.loads(self.metrics.read_text())
+            except (ValueError, OSError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+                raise CheckpointError(
+                    f"{self.metrics}: not readable as the run's results ({e}): mend it, or name a "
+                    f"checkpoint file of {self.checkpoints} instead of the run folder"
+                ) from None
+            best = results.get("best_checkpoint") if isinstance(results, dict) else None
             # The folder may have been moved or copied since: look inside it.
             if best and (self.checkpoints / Path(best).name).is_file():
                 return self.checkpoints / Path(best).name

@@ -3,6 +3,8 @@ a word: what only the built trainer, or the length of an epoch, can tell."""
 
 from __future__ import annotations
 
+import math
+
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -55,6 +57,28 @@ class EndOnAValidation(L.Callback):
                 f"validation runs every {interval} training batches (trainer.val_check_interval), but this run is "
                 f"{end} batches long ({lengths[end]}): {lost}. Make the run's length a multiple of the interval"
             )
+
+
+class ScheduleFitsTheRun(L.Callback):
+    """A schedule planned over ``trainer.max_steps`` (scheduler=warmup_cosine) in a run that
+    ``trainer.max_epochs`` ends sooner would stop part way down its decay, without a word. Checked
+    once the length of an epoch is known."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        per_epoch = trainer.num_training_batches
+        if not (trainer.max_epochs and trainer.max_epochs > 0) or per_epoch == float("inf"):
+            return
+        steps_per_epoch = math.ceil(int(per_epoch) / trainer.accumulate_grad_batches)
+        by_epochs = trainer.max_epochs * steps_per_epoch
+        for config in trainer.lr_scheduler_configs:
+            planned = getattr(config.scheduler, "total_steps", None)
+            if isinstance(planned, int) and by_epochs < planned:
+                raise ConfigError(
+                    f"the learning-rate schedule plans {planned} optimizer steps (trainer.max_steps), but "
+                    f"trainer.max_epochs={trainer.max_epochs} ends the run after {by_epochs} "
+                    f"({steps_per_epoch} an epoch), part way down it: set trainer.max_epochs=-1, so that the "
+                    "run's length is set in steps"
+                )
 
 
 def check_devices_and_optimisation(cfg: DictConfig) -> None:

@@ -217,6 +217,13 @@ def resume(cfg: DictConfig) -> Path | None:
         with open_dict(cfg):
             cfg.paths.output_dir = str(run.path)
     checkpoint = read_checkpoint(ckpt_path, peek=True)
+    gone = _missing_best(checkpoint, run) if run is not None else None
+    if gone:  # found out only when the finished run tests it, otherwise
+        raise CheckpointError(
+            f"ckpt_path={ckpt_path}: the run's best checkpoint so far, {gone}, is missing from {run.checkpoints}. "
+            f"Put it back, or resume from a copy of {ckpt_path.name} outside the run folder (a new run folder, "
+            "whose best checkpoint is chosen afresh)"
+        )
     print(f"resuming from {ckpt_path}", file=sys.stderr)
     if checkpoint.get(OVERRIDES):
         print(f"  the run's own overrides: {' '.join(checkpoint[OVERRIDES])}", file=sys.stderr)
@@ -233,6 +240,17 @@ def resume(cfg: DictConfig) -> Path | None:
     warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
     warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
     return ckpt_path
+
+
+def _missing_best(checkpoint: dict[str, Any], run: RunFolder) -> str | None:
+    """The file name of the best checkpoint a monitoring ModelCheckpoint recorded, when the run folder
+    no longer holds it."""
+    for key, state in (checkpoint.get("callbacks") or {}).items():
+        if key.startswith("ModelCheckpoint") and isinstance(state, dict) and state.get("monitor"):
+            best = state.get("best_model_path")
+            if best and not (run.checkpoints / Path(best).name).is_file():
+                return Path(best).name
+    return None
 
 
 def finished(cfg: DictConfig) -> str | None:
