@@ -225,7 +225,8 @@ def _delete(files: list[Path], folders: list[Path]) -> None:
     for file in files:
         file.unlink(missing_ok=True)
     for folder in folders:
-        folder.rmdir()
+        if not any(folder.iterdir()):  # a file browser's litter stays, and its folder with it
+            folder.rmdir()
 
 
 def predictions(

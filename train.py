@@ -36,9 +36,10 @@ from cdseg.models.network import build_network, runtime_problems
 from cdseg.module import ChangeDetectionModule, NonFiniteError
 from cdseg.overrides import exit_on_unknown_keys
 from cdseg.precision import fix_precision
-from cdseg.runs.checkpoint import write_threshold
+from cdseg.runs.checkpoint import read_checkpoint, write_threshold
 from cdseg.runs.checkpoint_io import SafeCheckpointIO
 from cdseg.runs.console import tee_console
+from cdseg.runs.csv_logger import CSVLogger as ResumableCSVLogger
 from cdseg.runs.folder import FolderHoldsARun, RunFolder, claimed_by_this_process, name_problem
 from cdseg.runs.guards import (
     EndOnAValidation,
@@ -102,6 +103,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         callbacks.append(ExtendSchedule())
     callbacks += [SeedEachBatch(cfg.seed), EndOnAValidation(), ScheduleFitsTheRun()]
     loggers = [build(c) for c in (cfg.get("logger") or {}).values()]
+    for logger in loggers:  # its rows after the checkpoint's step are logged again from here
+        if own_folder and isinstance(logger, ResumableCSVLogger):
+            logger.resume_step = int(read_checkpoint(ckpt_path, peek=True).get("global_step", 0))
     if not loggers:  # ~logger: no curves to draw, and LearningRateMonitor would refuse the trainer
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     # Checkpoints are written atomically and loaded without running code from them.
@@ -205,15 +209,15 @@ def _start_line(cfg: DictConfig, path: Any, resumed: bool) -> str:
     """Where the run writes and the choices that define it, before any work."""
     model = str(cfg.model.get("_target_", "?")).rsplit(".", 1)[-1]
     width = f" base {cfg.model.base}" if cfg.model.get("base") is not None else ""
+    epochs = cfg.trainer.get("max_epochs")
     limits = [
         f"{n} {unit}{'' if n == 1 else 's'}"
-        for n, unit in ((cfg.trainer.get("max_steps"), "step"), (cfg.trainer.get("max_epochs"), "epoch"))
+        for n, unit in ((cfg.trainer.get("max_steps"), "step"), (epochs, "epoch"))
         if n not in (None, -1)
     ]
-    length = (
-        " or ".join(limits) + (", whichever comes first" if len(limits) > 1 else "")
-        or "1000 epochs (Lightning's default)"
-    )
+    # Lightning: max_epochs=-1 is no limit; None (with no max_steps) is 1000 epochs
+    unlimited = "no epoch or step limit" if epochs == -1 else "1000 epochs (Lightning's default)"
+    length = " or ".join(limits) + (", whichever comes first" if len(limits) > 1 else "") or unlimited
     data = cfg.data.get("root")
     return (
         f"{'resuming' if resumed else 'run folder'}: {path}\n"

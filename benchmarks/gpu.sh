@@ -32,10 +32,10 @@ nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,power.limit,driver_versio
 df -h /dev/shm | tee "$out/shm.txt" || true  # loader workers hand batches over through it: a small one fails host-side rows
 # Everything the sections import, and a GPU: without one the full sizes would run for the whole budget
 # on the host (BENCH_ARGS=--quick runs anyway, as a smoke run).
-"$python" -c "import cv2, hydra, lightning, PIL, tensorboard, torch, torchmetrics, torchvision, yaml
+BENCH_ARGS=${BENCH_ARGS:-} "$python" -c "import os, cv2, hydra, lightning, PIL, torch, torchmetrics, torchvision
 print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'Lightning', lightning.__version__,
       'Hydra', hydra.__version__, 'GPU:', torch.cuda.is_available())
-if not torch.cuda.is_available() and '--quick' not in '${BENCH_ARGS:-}':
+if not torch.cuda.is_available() and '--quick' not in os.environ['BENCH_ARGS'].split():
     raise SystemExit('no GPU is visible to torch: nothing measured')"
 timeout --signal=INT --kill-after=20 $((${budget%.*} + 150)) "$python" benchmarks/run.py \
   --sections flops predict matrix --budget "$budget" --out "$out/bench-gpu.json" ${BENCH_ARGS:-} 2>&1 |

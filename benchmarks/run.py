@@ -49,6 +49,7 @@ import tempfile
 import threading
 import time
 import traceback
+import warnings
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -93,9 +94,12 @@ def peak_memory() -> Iterator[dict[str, float]]:
     out: dict[str, float] = {}
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
+        StepTimer.peak_before_timing = 0
         base = torch.cuda.memory_allocated()
         yield out
-        out["peak_mem_GB"] = (torch.cuda.max_memory_allocated() - base) / 1e9
+        # StepTimer resets the counter where its timed steps start: the peak before that counts too
+        peak = max(torch.cuda.max_memory_allocated(), StepTimer.peak_before_timing)
+        out["peak_mem_GB"] = (peak - base) / 1e9
         return
     base, peak, done = rss_bytes(), [0], threading.Event()
 
@@ -120,6 +124,7 @@ class StepTimer(L.Callback):
     one-off workspaces (cuDNN's autotuning, a compiler's)."""
 
     last: dict[str, float] = {}
+    peak_before_timing = 0  # bytes: CUDA's peak up to the reset (read by peak_memory)
 
     def __init__(self, warmup: int) -> None:
         self.warmup = max(warmup, 1)
@@ -129,6 +134,7 @@ class StepTimer(L.Callback):
         if step == self.warmup:
             synchronize()  # the warm-up steps' queued GPU work is not timed
             if torch.cuda.is_available():
+                StepTimer.peak_before_timing = max(StepTimer.peak_before_timing, torch.cuda.max_memory_allocated())
                 torch.cuda.reset_peak_memory_stats()
             self._start = time.perf_counter()
         elif step > self.warmup:
@@ -238,6 +244,7 @@ def section_matrix(args: argparse.Namespace, work: Path) -> Iterator[dict[str, A
     # One dataset for every row: enough pairs that the largest batch's steps fit in one epoch (no
     # validation inside the timing).
     root = _replicated(work, size, args.matrix_unique, max(args.matrix_batches) * (warmup + args.matrix_steps + 1))
+    warnings.filterwarnings("ignore", message=".*the same image pair is .* times in train")  # replicated on purpose
 
     def common(batch: int) -> list[str]:
         return [
@@ -341,7 +348,11 @@ def _replicated(work: Path, size: int, unique: int, pairs: int) -> Path:
         for sub in ("A", "B", "label"):
             (tmp / split / sub).mkdir(parents=True)
             for i in range(count):
-                os.link(source / split / sub / names[i % len(names)], tmp / split / sub / f"{i:05d}.png")
+                src, dst = source / split / sub / names[i % len(names)], tmp / split / sub / f"{i:05d}.png"
+                try:
+                    os.link(src, dst)
+                except OSError:  # a file system without hard links
+                    shutil.copyfile(src, dst)
     tmp.rename(root)
     return root
 

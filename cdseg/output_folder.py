@@ -12,6 +12,9 @@ from pathlib import Path
 
 # Failed writes a user can fix (permissions, a read-only or full file system); any other is a bug.
 WRITE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
+# What macOS's Finder and Windows' Explorer write into any folder they show: neither a command's
+# output nor a user's work, so they neither block an overwrite nor get deleted by one.
+LITTER = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
 
 
 def output_problem(path: str | Path, key: str | None = None, beside: bool = False) -> str | None:
@@ -50,10 +53,13 @@ def write_problem(error: OSError, folder: str | Path, key: str | None = None) ->
 
 def written_files(folder: Path, patterns: Sequence[str]) -> tuple[list[Path], list[Path]]:
     """``folder``'s entries split into the files a command writes there (``patterns``: glob patterns
-    of their names; an atomic write's temporary file counts too) and everything else."""
+    of their names; an atomic write's temporary file counts too) and everything else, but for the
+    files a file browser leaves (:data:`LITTER`), which are neither."""
     patterns = [*patterns, *(f".{p}.*.tmp" for p in patterns)]  # cdseg.atomic_write's temporary names
     ours, others = [], []
     for entry in sorted(folder.iterdir()):
+        if entry.name in LITTER:
+            continue
         is_file = entry.is_symlink() or not entry.is_dir()
         (ours if is_file and any(fnmatchcase(entry.name, p) for p in patterns) else others).append(entry)
     return ours, others

@@ -111,7 +111,9 @@ def _unknown(cfg: DictConfig, key: str) -> str | None:
             return None  # inside a list or a value: Hydra and the constructors check it
         if part not in node:
             parent = ".".join(parts[:depth])
-            target = _target_taking(node, part) if depth == len(parts) - 1 else None
+            # train.py sets the Trainer's loggers, callbacks and plugins itself, from their own groups
+            settable = depth == len(parts) - 1 and parts[-1] not in ("logger", "callbacks", "plugins")
+            target = _target_taking(node, part) if settable else None
             if target:  # a constructor argument the config leaves at its default (Hydra adds it with +)
                 return f"{key}: not in the config, but {target} takes it: add it with +{key}=..."
             keys = [k for k in flatten(tree) if "._" not in f".{k}"]  # not _target_ and the like

@@ -48,3 +48,7 @@ class WarmupCosine(torch.optim.lr_scheduler.LambdaLR):
 
         self.total_steps = total_steps  # the run's length it plans for (cdseg.runs.guards.ScheduleFitsTheRun)
         super().__init__(optimizer, factor)
+
+    def state_dict(self) -> dict:
+        # The plan is this command's (extend_schedule may lengthen it), never a checkpoint's.
+        return {k: v for k, v in super().state_dict().items() if k != "total_steps"}

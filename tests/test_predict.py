@@ -445,6 +445,7 @@ def test_overwrite_never_deletes_what_predict_did_not_write(trained_run: dict, t
     assert len(list((out / "mask").glob("val_*.png"))) == 8 and (out / "metrics.json").exists()  # nothing deleted
     (out / "mask" / "README.txt").unlink()
     (out / "mask" / "notebooks").rmdir()
+    (out / "mask" / ".DS_Store").write_bytes(b"\0")  # a file browser's: neither blocks nor is deleted
     # A subfolder that is a link: the previous files in it go, the link and what it points to stay.
     (out / "overlay").rename(tmp_path / "overlays")
     (out / "overlay").symlink_to(tmp_path / "overlays")
@@ -453,7 +454,8 @@ def test_overwrite_never_deletes_what_predict_did_not_write(trained_run: dict, t
     assert sorted(p.name for p in (tmp_path / "overlays").iterdir()) == sorted(
         p.name for p in (tiny_data / "test" / "A").iterdir()
     )
-    assert sorted(p.name for p in (out / "mask").iterdir()) == sorted(p.name for p in (out / "overlay").iterdir())
+    assert sorted(p.name for p in (out / "mask").glob("*.png")) == sorted(p.name for p in (out / "overlay").iterdir())
+    assert (out / "mask" / ".DS_Store").exists()
 
 
 def test_an_output_that_cannot_be_written_is_refused_before_the_model_loads(

@@ -515,6 +515,12 @@ def test_a_resumed_run_appends_to_its_csv_log(tiny_data: Path, tmp_path: Path) -
 
     run(tiny_data, tmp_path / "run", "logger=csv", "trainer.max_epochs=2")
     assert epochs(tmp_path / "run") == [0, 1]
+    # A row logged after the checkpoint (by a run that then crashed) is logged again by the resumed run.
+    log = tmp_path / "run" / "csv" / "metrics.csv"
+    header = log.read_text().splitlines()[0].split(",")
+    log.write_text(
+        log.read_text() + ",".join("6" if k == "step" else "0.123" if k == "lr-AdamW" else "" for k in header) + "\n"
+    )
     run(
         tiny_data,
         tmp_path / "run",
@@ -524,6 +530,11 @@ def test_a_resumed_run_appends_to_its_csv_log(tiny_data: Path, tmp_path: Path) -
         "extend_schedule=true",
     )
     assert epochs(tmp_path / "run") == [0, 1, 2]  # the first command's rows are still there
+    with log.open(newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert not [r for r in rows if r["lr-AdamW"] == "0.123"]
+    steps = [r["step"] for r in rows if r.get("train/loss_step")]
+    assert len(steps) == len(set(steps)) == 9  # 3 epochs of 3 steps, each once
 
 
 def test_a_run_whose_best_checkpoint_is_gone_is_refused_before_training(tiny_data: Path, tmp_path: Path) -> None:

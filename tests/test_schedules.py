@@ -98,3 +98,17 @@ def test_the_levir_experiment_trains_end_to_end(tiny_data: Path, tmp_path: Path)
     cfg.trainer.val_check_interval = 2  # steps, across epochs
     results = train(cfg)
     assert set(results["test"]) >= {"test/F1", "test/IoU"} and results["best_checkpoint"]
+
+
+def test_fast_dev_run_checks_a_step_schedule_without_being_refused(make_cfg) -> None:
+    # fast_dev_run sets max_epochs=1 itself: the guard against a run cut short must not count it
+    results = train(
+        make_cfg(
+            "scheduler=warmup_cosine",
+            "scheduler.warmup_steps=2",
+            "+trainer.max_steps=50",
+            "trainer.max_epochs=-1",
+            "+trainer.fast_dev_run=true",
+        )
+    )
+    assert "test/F1" in results["test"]  # it ran to the end

@@ -45,14 +45,15 @@ def read_checkpoint(file: str | Path, peek: bool = False) -> dict[str, Any]:
                 f"{file}: refusing to load: it holds objects other than tensors and plain values"
                 f" (a pickled {found.group(1)})"
             ) from None
-        raise CheckpointError(f"{file}: not a readable checkpoint (not saved by torch): {e}") from None
+        raise CheckpointError(f"{file}: not a readable checkpoint (not saved by torch)") from None
     except Exception as e:  # noqa: BLE001 - a text or HTML file fails inside the unpickler with any error
         if peek:  # not mappable: read it whole, which also gives the error if it is unreadable
             return read_checkpoint(file)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(
-            f"{file}: not a readable checkpoint (truncated, or not saved by torch): {first}"
-        ) from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        # An I/O or archive error says what is wrong; an unpickler's KeyError or IndexError says nothing
+        known = isinstance(e, RuntimeError | EOFError | OSError | zipfile.BadZipFile | ValueError)
+        detail = f": {first}" if known and first and "weights_only" not in first else ""
+        raise CheckpointError(f"{file}: not a readable checkpoint (truncated, or not saved by torch){detail}") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise CheckpointError(f"{file}: not a Lightning checkpoint (no state_dict)")
     return ckpt

@@ -66,6 +66,8 @@ class ScheduleFitsTheRun(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         per_epoch = trainer.num_training_batches
+        if trainer.fast_dev_run:  # a check of the code path, one batch long by design
+            return
         if not (trainer.max_epochs and trainer.max_epochs > 0) or per_epoch == float("inf"):
             return
         steps_per_epoch = math.ceil(int(per_epoch) / trainer.accumulate_grad_batches)
