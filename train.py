@@ -103,9 +103,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         callbacks.append(ExtendSchedule())
     callbacks += [SeedEachBatch(cfg.seed), EndOnAValidation(), ScheduleFitsTheRun()]
     loggers = [build(c) for c in (cfg.get("logger") or {}).values()]
-    for logger in loggers:  # its rows after the checkpoint's step are logged again from here
-        if own_folder and isinstance(logger, ResumableCSVLogger):
-            logger.resume_step = int(read_checkpoint(ckpt_path, peek=True).get("global_step", 0))
+    for logger in loggers:
+        if isinstance(logger, ResumableCSVLogger):
+            # Resumed in its own folder, rows after the checkpoint's step are logged again from here;
+            # a new run keeps none (a run that stopped before its first checkpoint may have left some).
+            logger.resume_step = read_checkpoint(ckpt_path, peek=True).get("global_step") if own_folder else 0
     if not loggers:  # ~logger: no curves to draw, and LearningRateMonitor would refuse the trainer
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     # Checkpoints are written atomically and loaded without running code from them.

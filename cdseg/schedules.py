@@ -49,6 +49,10 @@ class WarmupCosine(torch.optim.lr_scheduler.LambdaLR):
         self.total_steps = total_steps  # the run's length it plans for (cdseg.runs.guards.ScheduleFitsTheRun)
         super().__init__(optimizer, factor)
 
+    # The plan is this command's (extend_schedule may lengthen it), never a checkpoint's, nor one
+    # that a checkpoint written with it in its state would bring back.
     def state_dict(self) -> dict:
-        # The plan is this command's (extend_schedule may lengthen it), never a checkpoint's.
         return {k: v for k, v in super().state_dict().items() if k != "total_steps"}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict({k: v for k, v in state_dict.items() if k != "total_steps"})

@@ -513,6 +513,9 @@ def test_a_resumed_run_appends_to_its_csv_log(tiny_data: Path, tmp_path: Path) -
         with (out / "csv" / "metrics.csv").open(newline="") as file:
             return sorted({int(row["epoch"]) for row in csv.DictReader(file) if row.get("val/F1")})
 
+    # A run that stopped before its first checkpoint left a log: a new run into the folder starts afresh.
+    (tmp_path / "run" / "csv").mkdir(parents=True)
+    (tmp_path / "run" / "csv" / "metrics.csv").write_text("epoch,step,val/F1\n7,0,0.5\n")
     run(tiny_data, tmp_path / "run", "logger=csv", "trainer.max_epochs=2")
     assert epochs(tmp_path / "run") == [0, 1]
     # A row logged after the checkpoint (by a run that then crashed) is logged again by the resumed run.

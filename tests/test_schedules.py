@@ -112,3 +112,14 @@ def test_fast_dev_run_checks_a_step_schedule_without_being_refused(make_cfg) -> 
         )
     )
     assert "test/F1" in results["test"]  # it ran to the end
+
+
+def test_the_plan_is_the_schedules_own_never_a_checkpoints() -> None:
+    # What the guard against a run cut short reads: a checkpoint (of any version) must not bring back
+    # an older plan, or extend_schedule's longer run would be checked against the shorter one.
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    schedule = WarmupCosine(optimizer, total_steps=12, warmup_steps=2)
+    state = schedule.state_dict()
+    assert "total_steps" not in state
+    schedule.load_state_dict({**state, "total_steps": 6})
+    assert schedule.total_steps == 12

@@ -46,7 +46,7 @@ class AppendingWriter(ExperimentWriter):
 
 
 class CSVLogger(LightningCSVLogger):
-    resume_step: int | None = None  # set by train.py when the run resumes in its own folder
+    resume_step: int | None = None  # set by train.py: rows of an existing metrics.csv at this step or later go
 
     @property
     @rank_zero_experiment
