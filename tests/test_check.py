@@ -73,3 +73,10 @@ def test_a_root_that_is_not_there_is_named_once(tmp_path: Path, capsys) -> None:
     assert main([str(tmp_path / "nowhere")]) == 1
     out = capsys.readouterr().out
     assert f"{tmp_path / 'nowhere'}: dataset root not found" in out and "split not found" not in out
+
+
+def test_a_split_named_in_splits_must_be_there(tiny_data: Path, capsys) -> None:
+    assert main([str(tiny_data), "--splits", "train", "valid"]) == 1  # e.g. DSIFN's name, on a LEVIR layout
+    out = capsys.readouterr().out
+    assert f"{tiny_data / 'valid'}: valid split not found; it was named in --splits" in out
+    assert main([str(tiny_data), "--splits", "train", "val"]) == 0

@@ -6,8 +6,8 @@ Per split: pair count, image sizes, unmatched names, unreadable or inconsistent 
 sets, the share of changed pixels and of tiles without change; then identical pairs across splits (a
 problem when train shares one with val or test) and within one (a warning), and a suggested
 ``loss.pos_weight``.
-Exit status 0 when the data is usable for training (train and val present, no problem anywhere),
-1 otherwise, with every problem listed.
+Exit status 0 when the data is usable for training (train and val present, or every split named
+in --splits, and no problem anywhere), 1 otherwise, with every problem listed.
 """
 
 from __future__ import annotations
@@ -81,8 +81,10 @@ def check_dataset(
     splits: Sequence[str] = ("train", "val", "test"),
     dirs: dict[str, str] | None = None,
     extensions: Sequence[str] = DEFAULT_EXTENSIONS,
+    required: Sequence[str] = REQUIRED,
 ) -> tuple[list[str], list[str]]:
-    """Report lines and the list of problems (empty when the dataset is usable)."""
+    """Report lines and the list of problems (empty when the dataset is usable); a split of
+    ``splits`` that is not there is a problem when it is ``required``, else a line."""
     root = Path(root)
     dirs = dirs or {}
     wrong = extensions_problem(extensions, "--extensions")
@@ -94,8 +96,9 @@ def check_dataset(
     reports = {}
     for split in splits:
         if not (root / split).is_dir():
-            if split in REQUIRED:
-                problems.append(f"{root / split}: {split} split not found; training needs it")
+            if split in required:
+                why = "training needs it" if split in REQUIRED else "it was named in --splits"
+                problems.append(f"{root / split}: {split} split not found; {why}")
             else:
                 lines.append(f"{split}: absent (optional)")
             continue
@@ -120,7 +123,11 @@ def check_dataset(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Check a change-detection dataset in the LEVIR-CD layout.")
     parser.add_argument("root")
-    parser.add_argument("--splits", nargs="+", default=["train", "val", "test"])
+    parser.add_argument(
+        "--splits",
+        nargs="+",
+        help="split folders to check, each then required (default: train val, and test if present)",
+    )
     parser.add_argument("--dirs", nargs=3, metavar=("A", "B", "LABEL"), default=["A", "B", "label"])
     parser.add_argument("--extensions", nargs="+", default=list(DEFAULT_EXTENSIONS))
     args = parser.parse_args(argv)
@@ -129,7 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if wrong:
         print(f"error: {wrong}", file=sys.stderr)
         return 1
-    lines, problems = check_dataset(args.root, args.splits, dirs, args.extensions)
+    splits = args.splits or ["train", "val", "test"]
+    lines, problems = check_dataset(args.root, splits, dirs, args.extensions, args.splits or REQUIRED)
     print("\n".join(lines))
     if problems:
         print(f"\nNOT USABLE: {len(problems)} problem(s)")
