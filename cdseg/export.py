@@ -136,13 +136,13 @@ def real_pairs(cfg: DictConfig, config: dict[str, Any]) -> tuple[str, list[tuple
     """``(where from, [(name, a, b)])``: up to ``max_pairs`` real pairs, each (1, 3, h, w) uint8."""
     data = config.get("data", {})
     folder = cfg.pairs
-    if folder is None and data.get("root") and not data.get("synthetic"):
+    if folder is None and data.get("root"):  # a synthetic run's generated split too: the data it knows
         splits = folder_names("data.splits", data.get("splits"), DEFAULT_SPLITS)[0] or {}
         folder = Path(data["root"]) / splits.get("val", "val")
         if not folder.is_dir():
             return f"none: the run's validation split {folder} is not on this machine", []
     if folder is None:
-        return "none: the run trained on generated data; pairs=<folder> compares real ones", []
+        return "none: the run names no data.root; pairs=<folder> compares real ones", []
     dirs = folder_names("data.dirs", data.get("dirs"), DEFAULT_DIRS)[0] or {}  # a folder named 2019 is "2019"
     extensions = list(cfg.extensions or data.get("extensions") or DEFAULT_EXTENSIONS)
     dataset = ChangeDetectionDataset(find_pairs(folder, dirs, extensions, require_label=False)[: cfg.max_pairs])

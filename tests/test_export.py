@@ -244,3 +244,11 @@ def test_device_auto_runs_an_onnx_file_on_the_cpu_when_onnxruntime_has_no_gpu(mo
         onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
     )
     assert auto_device("model.onnx", cuda) == cuda
+
+
+def test_a_synthetic_runs_generated_validation_split_is_compared(tiny_data: Path) -> None:
+    from cdseg.export import real_pairs
+
+    data = {"root": str(tiny_data), "synthetic": {"size": 48, "train": 24, "val": 8, "test": 8, "seed": 0}}
+    where, pairs = real_pairs(export_cfg("ckpt_path=x", "output=y.onnx", "max_pairs=2"), {"data": data})
+    assert where == str(tiny_data / "val") and len(pairs) == 2
