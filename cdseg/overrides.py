@@ -64,7 +64,14 @@ def check_overrides(config_dir: str | Path, config_name: str, args: Sequence[str
     config_dir = Path(config_dir).resolve()
     try:
         overrides = OverridesParser.create().parse_overrides([a for a in args if not a.startswith("-")])
-    except Exception:  # Hydra reports its own syntax errors
+    except Exception:  # Hydra reports its own syntax errors, but for a home folder's ~, which it cannot read
+        home = [a for a in args if "=~" in a]
+        if home:
+            key, value = home[0].split("=", 1)
+            raise ConfigError(
+                f"{home[0]}: the shell leaves a ~ after = as it is, and Hydra cannot read it: "
+                f"write {key}=$HOME{value[1:]} (or \"{key}='{value}'\")"
+            ) from None
         return
     groups = [o for o in overrides if _is_group(o, config_dir)]
     for o in groups:  # Hydra's own answer is a traceback ending in "must be a string or a list"

@@ -80,3 +80,8 @@ def test_a_split_named_in_splits_must_be_there(tiny_data: Path, capsys) -> None:
     out = capsys.readouterr().out
     assert f"{tiny_data / 'valid'}: valid split not found; it was named in --splits" in out
     assert main([str(tiny_data), "--splits", "train", "val"]) == 0
+
+
+def test_a_root_that_is_one_split_is_named_as_such(tiny_data: Path, capsys) -> None:
+    assert main([str(tiny_data / "train")]) == 1
+    assert f"{tiny_data / 'train'} holds A/ and B/ itself: the root is the folder above it" in capsys.readouterr().out

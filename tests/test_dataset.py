@@ -418,3 +418,18 @@ def test_a_ram_cache_that_does_not_fit_is_refused_before_decoding(tiny_data: Pat
         ChangeDetectionDataModule(root=str(tiny_data), cache="disk")
     with pytest.raises(ConfigError, match="data.augment_on must be host or device, got 'gpu'"):
         ChangeDetectionDataModule(root=str(tiny_data), augment_on="gpu")
+
+
+def test_a_root_that_is_one_split_and_folders_named_otherwise_get_a_hint(split: Path, tmp_path: Path) -> None:
+    # data.root pointing at a split (root/A, root/B) instead of the folder that holds the splits
+    with pytest.raises(DatasetError, match=r"train split not found; .*train holds A/ and B/ itself: data.root is"):
+        ChangeDetectionDataModule(root=str(split)).setup("fit")
+    # the dates' folders named as another dataset names them
+    for old, new in (("A", "t1"), ("B", "t2")):
+        (split / old).rename(split / new)
+    with pytest.raises(DatasetError, match=r"train/A: folder not found; .*\(found: label, t1, t2; name them with data"):
+        ChangeDetectionDataset(split)
+
+
+def test_a_root_under_the_home_folder_may_be_written_with_a_tilde() -> None:
+    assert ChangeDetectionDataModule(root="~/LEVIR-CD").root == Path.home() / "LEVIR-CD"

@@ -350,6 +350,7 @@ def test_every_documented_data_option_can_be_overridden(data: str) -> None:
     ("override", "message"),
     [
         ("trainer.max_epoch=5", "trainer.max_epoch"),
+        ("data.root=~/LEVIR-CD", r"Hydra cannot read it: write data.root=\$HOME/LEVIR-CD"),
         ("trainer.limit_train_batches=2", r"not in the config, but lightning.Trainer takes it: add it with \+trainer"),
         ("data.batch_size=abc", "data.batch_size must be an integer >= 1, got 'abc'"),
         ("data.hflip=2", r"data.hflip must be a probability in \[0, 1\], got 2"),

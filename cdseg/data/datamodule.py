@@ -115,7 +115,7 @@ class ChangeDetectionDataModule(L.LightningDataModule):
         raise_problems(problems)
         if (mean is None) != (std is None):
             rank_zero_warn(f"data.mean={mean}, data.std={std}: one is null, so images are not normalised at all")
-        self.root = Path(root)
+        self.root = Path(root).expanduser()  # data.root='~/LEVIR-CD', quoted past the shell
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.loader_args: dict[str, Any] = {
@@ -153,7 +153,15 @@ class ChangeDetectionDataModule(L.LightningDataModule):
             if not self.root.is_dir():
                 raise DatasetError(f"{self.root}: dataset root not found (set data.root)")
             if not self.has_split(stage):
-                raise DatasetError(f"{self.root / self.splits[stage]}: {stage} split not found")
+                inside = {d.name for d in self.root.iterdir() if d.is_dir()}
+                a, b = ({**DEFAULT_DIRS, **(self.dirs or {})}[k] for k in ("a", "b"))
+                # data.root named one split (root/A, root/B) rather than the folder that holds them
+                hint = (
+                    f"; {self.root} holds {a}/ and {b}/ itself: data.root is the folder above it"
+                    if {a, b} <= inside
+                    else ""
+                )
+                raise DatasetError(f"{self.root / self.splits[stage]}: {stage} split not found{hint}")
             transform = self.train_transform if stage == "train" else self.eval_transform
             dataset = ChangeDetectionDataset(
                 self.root / self.splits[stage], transform, self.dirs, self.extensions, cache=self.cache == "ram"

@@ -202,7 +202,14 @@ def scan_split(
         folder = split_dir / dirs[role]
         if not folder.is_dir():
             layout = f"{split_dir}/{{{','.join(dirs[r] for r in roles)}}}/"
-            return [], [f"{folder}: folder not found; expected {layout}"]
+            found = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
+            # Other datasets name the dates' folders otherwise (DSIFN: t1, t2, mask): say what is there
+            hint = (
+                f" (found: {', '.join(found)}; name them with data.dirs={{a: ..., b: ..., label: ...}})"
+                if found
+                else ""
+            )
+            return [], [f"{folder}: folder not found; expected {layout}{hint}"]
         files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
         names[role] = {p.name for p in files if p.suffix.lower() in exts}
         problems += [
