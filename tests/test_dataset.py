@@ -427,7 +427,9 @@ def test_a_root_that_is_one_split_and_folders_named_otherwise_get_a_hint(split: 
     # the dates' folders named as another dataset names them
     for old, new in (("A", "t1"), ("B", "t2")):
         (split / old).rename(split / new)
-    with pytest.raises(DatasetError, match=r"train/A: folder not found; .*\(found: label, t1, t2; name them with data"):
+    with pytest.raises(
+        DatasetError, match=r"train/A: folder not found; .*\(found: label, t1, t2; other names are set with data.dirs"
+    ):
         ChangeDetectionDataset(split)
 
 

@@ -205,7 +205,8 @@ def scan_split(
             found = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
             # Other datasets name the dates' folders otherwise (DSIFN: t1, t2, mask): say what is there
             hint = (
-                f" (found: {', '.join(found)}; name them with data.dirs={{a: ..., b: ..., label: ...}})"
+                f" (found: {', '.join(found)}; other names are set with data.dirs={{a: ..., b: ..., label: ...}},"
+                " or dirs= for predict.py and --dirs for the doctor)"
                 if found
                 else ""
             )
