@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cdseg.data.dataset import (
-    DEFAULT_DIRS,
     DEFAULT_EXTENSIONS,
     Pair,
     PairInfo,
     extensions_problem,
     inspect_pairs,
     scan_split,
+    split_as_root,
 )
 from cdseg.data.duplicates import duplicate_pairs
 
@@ -106,10 +106,9 @@ def check_dataset(
         if not (root / split).is_dir():
             if split in required:
                 why = "training needs it" if split in REQUIRED else "it was named in --splits"
-                a, b = ({**DEFAULT_DIRS, **dirs}[k] for k in ("a", "b"))
-                if (root / a).is_dir() and (root / b).is_dir():  # ROOT named one split, not their folder
-                    why += f"; {root} holds {a}/ and {b}/ itself: the root is the folder above it"
-                problems.append(f"{root / split}: {split} split not found; {why}")
+                problems.append(
+                    f"{root / split}: {split} split not found; {why}{split_as_root(root, dirs, 'the root')}"
+                )
             else:
                 lines.append(f"{split}: absent (optional)")
             continue

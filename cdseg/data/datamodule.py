@@ -25,6 +25,7 @@ from cdseg.data.dataset import (
     extensions_problem,
     folder_names,
     scan_split,
+    split_as_root,
 )
 from cdseg.data.device_augment import DeviceAugment, batch_generator
 from cdseg.data.duplicates import duplicate_pairs
@@ -153,14 +154,7 @@ class ChangeDetectionDataModule(L.LightningDataModule):
             if not self.root.is_dir():
                 raise DatasetError(f"{self.root}: dataset root not found (set data.root)")
             if not self.has_split(stage):
-                inside = {d.name for d in self.root.iterdir() if d.is_dir()}
-                a, b = ({**DEFAULT_DIRS, **(self.dirs or {})}[k] for k in ("a", "b"))
-                # data.root named one split (root/A, root/B) rather than the folder that holds them
-                hint = (
-                    f"; {self.root} holds {a}/ and {b}/ itself: data.root is the folder above it"
-                    if {a, b} <= inside
-                    else ""
-                )
+                hint = split_as_root(self.root, self.dirs, "data.root")
                 raise DatasetError(f"{self.root / self.splits[stage]}: {stage} split not found{hint}")
             transform = self.train_transform if stage == "train" else self.eval_transform
             dataset = ChangeDetectionDataset(

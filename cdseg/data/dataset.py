@@ -180,6 +180,15 @@ def folder_names(key: str, value: object, defaults: dict[str, str]) -> tuple[dic
     return names, None
 
 
+def split_as_root(root: Path, dirs: dict[str, str] | None, what: str) -> str:
+    """``; <root> holds A/ and B/ itself: ...`` when ``root`` is one split rather than the folder that
+    holds the splits (the mistake behind a "split not found"), else ``""``; ``what`` names the root."""
+    a, b = ({**DEFAULT_DIRS, **(dirs or {})}[k] for k in ("a", "b"))
+    if (root / a).is_dir() and (root / b).is_dir():
+        return f"; {root} holds {a}/ and {b}/ itself: {what} is the folder above it"
+    return ""
+
+
 def scan_split(
     split_dir: str | Path,
     dirs: dict[str, str] | None = None,
