@@ -211,21 +211,27 @@ def _start_line(cfg: DictConfig, path: Any, resumed: bool) -> str:
     """Where the run writes and the choices that define it, before any work."""
     model = str(cfg.model.get("_target_", "?")).rsplit(".", 1)[-1]
     width = f" base {cfg.model.base}" if cfg.model.get("base") is not None else ""
-    epochs = cfg.trainer.get("max_epochs")
-    limits = [
-        f"{n} {unit}{'' if n == 1 else 's'}"
-        for n, unit in ((cfg.trainer.get("max_steps"), "step"), (epochs, "epoch"))
-        if n not in (None, -1)
-    ]
-    # Lightning: max_epochs=-1 is no limit; None (with no max_steps) is 1000 epochs
-    unlimited = "no epoch or step limit" if epochs == -1 else "1000 epochs (Lightning's default)"
-    length = " or ".join(limits) + (", whichever comes first" if len(limits) > 1 else "") or unlimited
+    length = _run_length(cfg.trainer.get("max_epochs"), cfg.trainer.get("max_steps"), cfg.trainer.get("max_time"))
     data = cfg.data.get("root")
     return (
         f"{'resuming' if resumed else 'run folder'}: {path}\n"
         f"  data {data}, batch {cfg.data.get('batch_size')}; model {model}{width}; {length}; "
         f"precision {cfg.trainer.get('precision')}; lr {cfg.optimizer.get('lr')}; seed {cfg.get('seed')}"
     )
+
+
+def _run_length(epochs: int | None, steps: int | None, max_time: Any) -> str:
+    """The run's length as the Trainer will read it: every limit set, the first one reached ending it."""
+    if epochs is None:  # Lightning: no limit when a step or time limit is set, else 1000 epochs
+        epochs = -1 if steps not in (None, -1) or max_time is not None else 1000
+    limits = [
+        f"{n} {unit}{'' if n == 1 else 's'}" for n, unit in ((steps, "step"), (epochs, "epoch")) if n not in (None, -1)
+    ]
+    if max_time is not None:
+        limits.append(f"max_time {max_time}")
+    if not limits:
+        return "no epoch or step limit"
+    return " or ".join(limits) + (", whichever comes first" if len(limits) > 1 else "")
 
 
 def _best_checkpoint(trainer: L.Trainer) -> str:

@@ -20,7 +20,7 @@ from cdseg.data.synthetic import SyntheticSpec, generate
 from cdseg.precision import cpu_has_native_bf16
 from cdseg.runs.sweep import write_summary
 from tests.conftest import ROOT, compose_train, tiny_overrides
-from train import train
+from train import _run_length, train
 
 METRICS = {"F1", "IoU", "precision", "recall", "OA", "kappa", "loss"}
 OBJECT_METRICS = {"obj_F1", "obj_precision", "obj_recall", "objects_true", "objects_pred"}  # test stage only
@@ -518,3 +518,21 @@ def test_trainer_gpu_without_a_gpu_is_refused_saying_so(make_cfg) -> None:
 
     with pytest.raises(ConfigError, match=r"trainer.accelerator=gpu \(trainer=gpu\) needs a GPU"):
         train(make_cfg("trainer=gpu", "trainer.accelerator=gpu"))
+
+
+@pytest.mark.parametrize(
+    ("epochs", "steps", "max_time", "said"),
+    [
+        (12, -1, None, "12 epochs"),
+        (1, None, None, "1 epoch"),
+        (-1, 500, None, "500 steps"),
+        (12, 500, None, "500 steps or 12 epochs, whichever comes first"),
+        (-1, -1, None, "no epoch or step limit"),
+        (None, -1, None, "1000 epochs"),  # Lightning's default when nothing else ends the run
+        (None, -1, "00:12:00:00", "max_time 00:12:00:00"),  # a time limit lifts that default
+        (None, 500, None, "500 steps"),
+        (3, -1, "00:01:00:00", "3 epochs or max_time 00:01:00:00, whichever comes first"),
+    ],
+)
+def test_the_start_line_gives_the_run_length_the_trainer_reads(epochs, steps, max_time, said):
+    assert _run_length(epochs, steps, max_time) == said
