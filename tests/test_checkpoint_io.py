@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,33 @@ def test_a_text_file_given_as_a_checkpoint_is_named_as_unreadable(tmp_path: Path
     for peek in (False, True):
         with pytest.raises(CheckpointError, match="text.ckpt: not a readable checkpoint"):
             read_checkpoint(tmp_path / "text.ckpt", peek=peek)
+
+
+def _flip_a_byte_of(file: Path, member_size: int) -> None:
+    """Flip one byte inside the zip member of ``member_size`` bytes (a tensor's storage)."""
+    with zipfile.ZipFile(file) as archive:
+        member = next(m for m in archive.infolist() if m.file_size == member_size)
+    data = bytearray(file.read_bytes())
+    data[member.header_offset + 30 + len(member.filename) + len(member.extra) + 100] ^= 0xFF
+    file.write_bytes(bytes(data))
+
+
+def test_a_checkpoint_changed_after_it_was_saved_is_refused_not_loaded_with_a_wrong_weight(tmp_path: Path) -> None:
+    # torch.load itself reads the flipped byte as a changed weight, without a word.
+    torch.save({"state_dict": {"w": torch.arange(1000.0)}}, tmp_path / "flipped.ckpt")
+    _flip_a_byte_of(tmp_path / "flipped.ckpt", 4000)
+    assert not torch.equal(
+        torch.load(tmp_path / "flipped.ckpt", weights_only=True)["state_dict"]["w"], torch.arange(1000.0)
+    )
+    with pytest.raises(CheckpointError, match=r"flipped.ckpt: damaged: \S+/data/0 does not match the checksum"):
+        read_checkpoint(tmp_path / "flipped.ckpt")
+    assert read_checkpoint(tmp_path / "flipped.ckpt", peek=True)  # a peek reads counters only, not every weight
+
+
+def test_a_checkpoint_saved_without_checksums_still_loads(tmp_path: Path) -> None:
+    torch.serialization.set_crc32_options(False)
+    try:
+        torch.save({"state_dict": {"w": torch.arange(1000.0)}}, tmp_path / "plain.ckpt")
+    finally:
+        torch.serialization.set_crc32_options(True)
+    assert torch.equal(read_checkpoint(tmp_path / "plain.ckpt")["state_dict"]["w"], torch.arange(1000.0))

@@ -56,7 +56,34 @@ def read_checkpoint(file: str | Path, peek: bool = False) -> dict[str, Any]:
         raise CheckpointError(f"{file}: not a readable checkpoint (truncated, or not saved by torch){detail}") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise CheckpointError(f"{file}: not a Lightning checkpoint (no state_dict)")
+    if not peek and (damaged := _failed_checksum(file)):
+        raise CheckpointError(
+            f"{file}: damaged: {damaged} does not match the checksum written with it (the file changed"
+            " after it was saved: a disk or copy error); restore it from a copy, or use another of the run's checkpoints"
+        )
     return ckpt
+
+
+def _failed_checksum(file: str | Path) -> str | None:
+    """The first member of a checkpoint's zip archive whose bytes fail its CRC-32, else None.
+
+    torch.load never checks these, so a flipped bit in a tensor loads as a wrong weight. A file of
+    torch's legacy format (no zip) or one saved without checksums (CRC 0) cannot be checked."""
+    try:
+        archive = zipfile.ZipFile(file)
+    except (OSError, zipfile.BadZipFile):
+        return None
+    with archive:
+        for member in archive.infolist():
+            if member.CRC == 0 and member.file_size:  # torch.serialization.set_crc32_options(False)
+                continue
+            try:
+                with archive.open(member) as data:
+                    while data.read(1 << 24):  # zipfile compares the CRC when the member is read to its end
+                        pass
+            except zipfile.BadZipFile:
+                return member.filename
+    return None
 
 
 def _exported(file: str | Path) -> bool:
