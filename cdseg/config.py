@@ -38,8 +38,18 @@ def build(node: Any, **kwargs: Any) -> Any:
 
 
 def _options_hint(node: Any, error: InstantiationException) -> str:
-    """Hydra's message, plus the options the target takes when it was given one it does not."""
+    """Hydra's message, plus the options the target takes when it was given one it does not, or
+    the import error behind a target it could not locate (which Hydra leaves to HYDRA_FULL_ERROR)."""
     message = str(error)
+    if "HYDRA_FULL_ERROR" in message:
+        cause = error.__cause__
+        while cause is not None and cause.__cause__ is not None:  # the first error: a missing module, a typo
+            cause = cause.__cause__
+        target = node["_target_"] if isinstance(node, dict | DictConfig) and "_target_" in node else "the target"
+        if isinstance(cause, ModuleNotFoundError) and cause.name == target and "." in target:
+            module, name = target.rsplit(".", 1)  # the module imports; the name is not in it
+            return f"cannot import {target!r}: {module} has no {name!r}"
+        return f"cannot import {target!r}" + (f": {type(cause).__name__}: {cause}" if cause else "")
     if not (isinstance(error.__cause__, TypeError) and "unexpected keyword" in str(error.__cause__)):
         return message
     try:

@@ -1,6 +1,7 @@
 """Every model of conf/model/: the forward contract at any size, gradients, A/B symmetry where the
 architecture is symmetric, published sizes, and a run through train.py and predict.py."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from cdseg.config import build as build_target
 from cdseg.errors import ConfigError
 from cdseg.models import build_network
 from cdseg.overrides import check_overrides
@@ -236,3 +238,17 @@ def test_every_model_starts_at_its_prior(name: str) -> None:
         p = torch.sigmoid(net(*pair(2, 64, 64)))
     assert 0.02 < p.mean().item() < 0.1, f"{name}: mean initial probability {p.mean().item():.3f}"
     assert (p > 0.5).float().mean().item() < 0.01, f"{name}: {(p > 0.5).float().mean().item():.1%} of pixels above 0.5"
+
+
+def test_a_target_that_cannot_be_imported_is_named_with_the_import_error(tmp_path: Path, monkeypatch) -> None:
+    # Hydra itself only says "set env var HYDRA_FULL_ERROR=1", which shows nothing more here.
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "__init__.py").write_text("")
+    (tmp_path / "mine" / "broken.py").write_text("import a_package_that_is_not_installed\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for target, said in (
+        ("mine.broken.Net", "cannot import 'mine.broken.Net': ModuleNotFoundError: No module named 'a_package_that_is_not"),
+        ("cdseg.models.SiameseUNett", "cannot import 'cdseg.models.SiameseUNett': cdseg.models has no 'SiameseUNett'"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(said)):
+            build_target({"_target_": target})
