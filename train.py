@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from cdseg.config import build, check_types, comparable_settings, raise_problems, require_values, run_problems
 from cdseg.errors import CdsegError
 from cdseg.metrics import change_metrics, curve_summary
+from cdseg.models import CONF_MODELS, unbuildable_targets
 from cdseg.models.network import build_network, runtime_problems
 from cdseg.module import ChangeDetectionModule, NonFiniteError
 from cdseg.overrides import exit_on_unknown_keys
@@ -74,6 +75,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     raise_problems(run_problems(cfg, list(change_metrics())))
     check_devices_and_optimisation(cfg)
     raise_problems(runtime_problems(cfg.model))
+    _warn_if_predict_cannot_build(cfg.model)
     _quiet_what_is_not_about_the_run()
     L.seed_everything(cfg.seed, workers=True)
     fix_precision(cfg)  # on a CPU-only run, a GPU precision becomes one this CPU runs well
@@ -196,6 +198,18 @@ _STARTED = time.time() - 1.0  # before Hydra makes the run folder; 1 s for coars
 class _NoTips(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith("💡 Tip:")
+
+
+@rank_zero_only
+def _warn_if_predict_cannot_build(model: DictConfig) -> None:
+    """A model target with no config in conf/model/ trains, but predict.py and cdseg.export refuse
+    its checkpoints (cdseg.models.buildable_targets): said before the run, not after it."""
+    for target in unbuildable_targets(OmegaConf.to_container(model)):
+        print(
+            f"warning: model._target_ {target!r} is named by no config in {CONF_MODELS}: predict.py and "
+            f"cdseg.export will refuse this run's checkpoints; add conf/model/<name>.yaml with _target_: {target}",
+            file=sys.stderr,
+        )
 
 
 def _quiet_what_is_not_about_the_run() -> None:

@@ -247,7 +247,10 @@ def test_a_target_that_cannot_be_imported_is_named_with_the_import_error(tmp_pat
     (tmp_path / "mine" / "broken.py").write_text("import a_package_that_is_not_installed\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     for target, said in (
-        ("mine.broken.Net", "cannot import 'mine.broken.Net': ModuleNotFoundError: No module named 'a_package_that_is_not"),
+        (
+            "mine.broken.Net",
+            "cannot import 'mine.broken.Net': ModuleNotFoundError: No module named 'a_package_that_is_not",
+        ),
         ("cdseg.models.SiameseUNett", "cannot import 'cdseg.models.SiameseUNett': cdseg.models has no 'SiameseUNett'"),
     ):
         with pytest.raises(ConfigError, match=re.escape(said)):

@@ -13,8 +13,11 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from PIL import Image
 
+import train as train_module
+from cdseg import models
 from cdseg.atomic_write import write_png
 from cdseg.data.dataset import ChangeDetectionDataset, Pair
 from cdseg.errors import ConfigError
@@ -187,6 +190,33 @@ def test_bad_checkpoints_are_named(trained_run: dict, tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="refusing to build 'cdseg.models.siamese_unet.torch.save'"):
         load_checkpoint(tmp_path / "through.ckpt")
     assert victim.read_text() == "kept"
+
+
+def test_an_architecture_of_ones_own_loads_once_a_model_config_names_it(
+    trained_run: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    # The user's own package: here a name for the trained SiameseUNet, so the weights fit.
+    (tmp_path / "mine_cd").mkdir()
+    (tmp_path / "mine_cd" / "__init__.py").write_text("from cdseg.models.siamese_unet import SiameseUNet as Net\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ckpt = torch.load(trained_run["best_checkpoint"], map_location="cpu", weights_only=True)
+    ckpt["hyper_parameters"]["run_config"]["model"]["_target_"] = "mine_cd.Net"
+    torch.save(ckpt, tmp_path / "mine.ckpt")
+    with pytest.raises(
+        CheckpointError, match=r"refusing to build 'mine_cd.Net'.* a class that a config in \S+conf/model"
+    ):
+        load_checkpoint(tmp_path / "mine.ckpt")
+    train_module._warn_if_predict_cannot_build(OmegaConf.create({"_target_": "mine_cd.Net", "base": 4}))
+    assert "model._target_ 'mine_cd.Net' is named by no config in" in capsys.readouterr().err
+
+    configs = tmp_path / "conf" / "model"
+    configs.mkdir(parents=True)
+    (configs / "mine.yaml").write_text("_target_: mine_cd.Net\nbase: 4\n")
+    monkeypatch.setattr(models, "CONF_MODELS", configs)
+    net, config = load_checkpoint(tmp_path / "mine.ckpt")
+    assert type(net).__name__ == "SiameseUNet" and config["model"]["_target_"] == "mine_cd.Net"
+    train_module._warn_if_predict_cannot_build(OmegaConf.create({"_target_": "mine_cd.Net", "base": 4}))
+    assert "warning" not in capsys.readouterr().err
 
 
 class Exploit:

@@ -8,32 +8,19 @@ from typing import Any
 from omegaconf import OmegaConf
 from torch import nn
 
-from cdseg.models import _MODULES
+from cdseg.models import _MODULES, CONF_MODELS, unbuildable_targets
 from cdseg.models.network import build_network
 from cdseg.runs.checkpoint import CheckpointError, read_checkpoint, run_config
 from cdseg.runs.folder import RunFolder, checkpoint_to_evaluate
 
-# Only the architectures may be built from a checkpoint's config, named exactly: a `_target_` is an
-# import path that Hydra follows through module attributes, so a prefix would also let through
-# `cdseg.models.<module>.torch.save` and any other function those modules import.
-ALLOWED_TARGETS = frozenset(
-    name for cls, module in _MODULES.items() for name in (f"cdseg.models.{cls}", f"cdseg.models.{module}.{cls}")
-)
 
-
-def _check_targets(node: Any, where: str) -> None:
-    if isinstance(node, dict):
-        target = node.get("_target_")
-        if target is not None and target not in ALLOWED_TARGETS:
-            raise CheckpointError(
-                f"{where}: refusing to build {target!r}; a checkpoint may only name one of the architectures "
-                f"({', '.join(f'cdseg.models.{cls}' for cls in sorted(_MODULES))})"
-            )
-        for v in node.values():
-            _check_targets(v, where)
-    elif isinstance(node, list):
-        for v in node:
-            _check_targets(v, where)
+def _check_targets(model: dict[str, Any], where: str) -> None:
+    if refused := unbuildable_targets(model):
+        raise CheckpointError(
+            f"{where}: refusing to build {refused[0]!r}; a checkpoint may only name one of the architectures "
+            f"({', '.join(f'cdseg.models.{cls}' for cls in sorted(_MODULES))}) or a class that a config "
+            f"in {CONF_MODELS} names as its _target_ (the way to add one of your own)"
+        )
 
 
 def run_data_options(spec: str | Path, runs_dir: str | Path | None = None) -> dict[str, Any]:
