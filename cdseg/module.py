@@ -7,6 +7,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from cdseg.errors import CdsegError
@@ -18,6 +19,21 @@ SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LR
 
 class NonFiniteError(CdsegError, FloatingPointError):
     """Training produced a NaN or infinite loss or weight; raised at once so nothing bad is saved."""
+
+
+class ModelContractError(CdsegError, ValueError):
+    """A network or loss that does not return what the module's contract says (see its docstring)."""
+
+
+def _scores_whole_splits(loss: nn.Module) -> bool:
+    """Whether val/loss and test/loss may come from the loss's ``split_sums``/``from_sums``: only when
+    the class that defines them also defines the ``forward`` being trained (a subclass that changes
+    ``forward`` alone would otherwise be evaluated as its parent's loss)."""
+
+    def owner(name: str) -> type | None:
+        return next((c for c in type(loss).__mro__ if name in vars(c)), None)
+
+    return owner("split_sums") is not None and owner("split_sums") is owner("from_sums") is owner("forward")
 
 
 class ChangeDetectionModule(L.LightningModule):
@@ -60,9 +76,12 @@ class ChangeDetectionModule(L.LightningModule):
         self.val_curve, self.test_curve = pr_curve(), pr_curve()
         # A loss that can score a whole split (BCEDiceLoss.split_sums) gives val/loss and test/loss of
         # the split, not a mean of batch losses (which would depend on the batch size through Dice).
-        self.split_loss = hasattr(loss, "split_sums") and hasattr(loss, "from_sums")
+        self.split_loss = _scores_whole_splits(loss)
         if self.split_loss:
             self.val_loss_sums, self.test_loss_sums = SplitSums(4), SplitSums(4)
+        # Changed pixels of the val split: with none, every val/F1 is 0 and the best checkpoint is the first.
+        self.val_changed = SplitSums(1)
+        self.warned_val_without_change = False
 
     def set_threshold(self, threshold: float) -> None:
         """The threshold every metric applies from now on (calibration sets the val-optimal one)."""
@@ -79,6 +98,11 @@ class ChangeDetectionModule(L.LightningModule):
 
     def _step(self, batch: dict[str, Any], stage: str) -> tuple[torch.Tensor | None, torch.Tensor]:
         logits = self(batch["A"], batch["B"])
+        if logits.shape != batch["mask"].shape:  # else broadcasting fails deep in the loss or the metrics
+            raise ModelContractError(
+                f"{type(self.net).__name__} returned {tuple(logits.shape)} for dates of {tuple(batch['A'].shape)}: "
+                f"a network must return one channel of logits at the input's size, {tuple(batch['mask'].shape)}"
+            )
         metrics = getattr(self, f"{stage}_metrics")
         probs = torch.sigmoid(logits.detach().float())
         # Thresholded here, as torchmetrics would: given probabilities it first checks their range,
@@ -92,6 +116,11 @@ class ChangeDetectionModule(L.LightningModule):
             getattr(self, f"{stage}_loss_sums").update(self.loss.split_sums(logits.detach(), batch["mask"]))
         else:
             loss = self.loss(logits, batch["mask"])
+            if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
+                shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+                raise ModelContractError(
+                    f"{type(self.loss).__name__} returned {shape}: a loss must return one number (a 0-dim tensor)"
+                )
             # Evaluation ranks may hold different numbers of samples; the epoch mean is reduced over them.
             self.log(
                 f"{stage}/loss",
@@ -127,12 +156,22 @@ class ChangeDetectionModule(L.LightningModule):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._step(batch, "val")
+        self.val_changed.update(batch["mask"].sum().reshape(1))
 
     def on_validation_epoch_start(self) -> None:
         self._reset_split_loss("val")
+        self.val_changed.reset()
 
     def on_validation_epoch_end(self) -> None:
         self._log_split_loss("val")
+        changed = float(self.val_changed.compute().sum())  # over every rank (torchmetrics squeezes one sum)
+        if changed == 0 and not self.trainer.sanity_checking and not self.warned_val_without_change:
+            self.warned_val_without_change = True
+            rank_zero_warn(
+                "the val split has no changed pixels: val/F1, val/IoU and val/recall are 0 at every epoch, so a "
+                "checkpoint chosen by one of them is the first epoch's; give val pairs with change, or set "
+                "optimized_metric=val/loss"
+            )
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         logits = self._step(batch, "test")[1]

@@ -1,7 +1,16 @@
+import shutil
+from functools import partial
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from cdseg.losses import BCEDiceLoss, soft_dice_loss
+from cdseg.models import SiameseUNet
+from cdseg.module import ChangeDetectionModule, ModelContractError
+from train import train
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -58,3 +67,57 @@ def test_pos_weight_weighs_missed_change() -> None:
     plain = BCEDiceLoss(dice_weight=0.0)(logits, target)
     weighted = BCEDiceLoss(dice_weight=0.0, pos_weight=4.0)(logits, target)
     assert weighted == pytest.approx(4 * plain)
+
+
+class DoubledLoss(BCEDiceLoss):
+    """A user's loss that reuses BCEDiceLoss's option checks but trains on something else."""
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return 2 * super().forward(logits, target)
+
+
+class TwoChannels(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(6, 2, 1)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self.conv(torch.cat([a, b], 1))
+
+
+def _module(net: torch.nn.Module, loss: torch.nn.Module) -> ChangeDetectionModule:
+    return ChangeDetectionModule(net, loss, optimizer=partial(torch.optim.SGD, lr=0.1))
+
+
+def _batch() -> dict:
+    return {
+        "A": torch.rand(2, 3, 8, 8),
+        "B": torch.rand(2, 3, 8, 8),
+        "mask": torch.zeros(2, 1, 8, 8),
+        "name": ["x", "y"],
+    }
+
+
+def test_val_loss_is_the_split_formula_only_for_the_loss_that_defines_it() -> None:
+    net = SiameseUNet(base=4)
+    assert _module(net, BCEDiceLoss()).split_loss
+    # The subclass inherits split_sums, which would score evaluation with BCE + Dice, not its own forward.
+    assert not _module(net, DoubledLoss()).split_loss
+
+
+def test_a_network_or_loss_that_breaks_the_contract_is_named() -> None:
+    with pytest.raises(ModelContractError, match=r"TwoChannels returned \(2, 2, 8, 8\) .* one channel of logits"):
+        _module(TwoChannels(), BCEDiceLoss()).training_step(_batch(), 0)
+    per_pixel = torch.nn.BCEWithLogitsLoss(reduction="none")
+    with pytest.raises(ModelContractError, match=r"BCEWithLogitsLoss returned \(2, 1, 8, 8\): a loss must return one"):
+        _module(SiameseUNet(base=4), per_pixel).training_step(_batch(), 0)
+
+
+def test_a_val_split_without_change_is_named_once(make_cfg, tiny_data: Path, tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    shutil.copytree(tiny_data, root)
+    for label in (root / "val" / "label").iterdir():
+        Image.fromarray(np.zeros((48, 48), np.uint8)).save(label)
+    with pytest.warns(UserWarning, match="the val split has no changed pixels") as record:
+        train(make_cfg(f"data.root={root}", "trainer.max_epochs=2"))
+    assert sum("no changed pixels" in str(w.message) for w in record) == 1
