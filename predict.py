@@ -109,7 +109,6 @@ def collect_pairs(cfg: DictConfig) -> ChangeDetectionDataset:
         pairs = [Pair(Path(cfg.b).name, Path(cfg.a), Path(cfg.b), Path(cfg.label) if cfg.label else None)]
     else:
         raise PredictError("nothing to predict: set input=<folder with A/ and B/>, or a=<file> b=<file>")
-    unique_stems([(p.name, p.a) for p in pairs], "{}.png")
     return ChangeDetectionDataset(pairs)
 
 
@@ -126,17 +125,6 @@ def input_pairs(cfg: DictConfig) -> list[Pair]:
                 f"{missing}: folder not found; the run trained on data.dirs={{{named}}}: add dirs={{{named}}}"
             )
     return find_pairs(cfg.input, dirs, list(cfg.extensions), require_label=False)
-
-
-def unique_stems(pairs: list[tuple[str, Path]], written_as: str) -> None:
-    """Refuse two pairs whose outputs would take one name (``x.tif`` and ``x.png`` both give ``x``),
-    before anything is written: the second would replace the first's."""
-    stems: dict[str, str] = {}
-    for name, a in pairs:
-        stem = Path(name).stem
-        other = stems.setdefault(stem, name)
-        if other != name:
-            raise PredictError(f"{a.parent}: {other} and {name} would both be written as {written_as.format(stem)}")
 
 
 def prepare_output(
@@ -305,7 +293,6 @@ def scene_pairs(cfg: DictConfig) -> list[tuple[str, Path, Path]] | None:
             )
         if mode is not True:
             return None
-        unique_stems([(p.name, p.a) for p in pairs], "{}/")
         return [(p.name, p.a, p.b) for p in pairs]
     if mode is True or is_georeferenced(cfg.a) or is_georeferenced(cfg.b):
         if cfg.label:

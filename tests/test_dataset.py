@@ -63,8 +63,26 @@ def test_extra_file_of_another_kind(split: Path) -> None:
 
 
 def test_case_mismatch_is_named(split: Path) -> None:
-    (split / "B" / "a.png").rename(split / "B" / "a.PNG")
-    with pytest.raises(DatasetError, match=r"found B/a.PNG: names must match exactly"):
+    (split / "B" / "a.png").rename(split / "B" / "A.png")
+    with pytest.raises(DatasetError, match=r"found B/A.png: names must match exactly"):
+        ChangeDetectionDataset(split)
+
+
+def test_pairs_are_matched_by_name_without_extension(split: Path) -> None:
+    # DSIFN's layout: JPEG dates, PNG masks.
+    for folder in ("A", "B"):
+        for image in (split / folder).iterdir():
+            Image.open(image).save(image.with_suffix(".jpg"), quality=100)
+            image.unlink()
+    (split / "label" / "a.png").rename(split / "label" / "a.PNG")
+    ds = ChangeDetectionDataset(split)
+    names = sorted(pair.name for pair in ds.pairs)
+    assert names and all(n.endswith(".jpg") for n in names)
+    first = next(p for p in ds.pairs if p.name == "a.jpg")
+    assert (first.a.name, first.b.name, first.label.name) == ("a.jpg", "a.jpg", "a.PNG")
+    assert ds[0]["mask"].shape[-2:] == ds[0]["A"].shape[-2:]
+    write(split / "A" / "a.png", np.zeros((24, 32, 3), np.uint8))  # a second image named a in A/
+    with pytest.raises(DatasetError, match=r"A: a.jpg, a.png: one name, 2 images"):
         ChangeDetectionDataset(split)
 
 

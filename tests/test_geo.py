@@ -382,7 +382,7 @@ def test_scene_requests_that_would_mislead_are_refused(tmp_path: Path, monkeypat
     for part, image in (("A", a), ("B", b)):  # x.tif and x.tiff: both would be written to o/x/
         write_tif(tmp_path / "in" / part / "x.tiff", image)
     both = predict_cfg("ckpt_path=unused", f"input={tmp_path / 'in'}", f"output={tmp_path / 'o'}", "geo.scene=true")
-    with pytest.raises(CdsegError, match=r"x.tif and x.tiff would both be written as x/"):
+    with pytest.raises(CdsegError, match=r"x.tif, x.tiff: one name, 2 images"):
         predict(both)
     assert not (tmp_path / "o").exists()
 

@@ -19,7 +19,7 @@ from PIL import Image
 import train as train_module
 from cdseg import models
 from cdseg.atomic_write import write_png
-from cdseg.data.dataset import ChangeDetectionDataset, Pair
+from cdseg.data.dataset import ChangeDetectionDataset, DatasetError, Pair
 from cdseg.errors import ConfigError
 from cdseg.inference.checkpoint import CheckpointError, load_checkpoint
 from cdseg.inference.predictor import Predictor, resolve_device
@@ -334,7 +334,7 @@ def test_pair_requests_that_cannot_run(trained_run: dict, pairs_dir: Path, tmp_p
         predict(predict_cfg(ckpt, out, f"input={pairs_dir}", f"label={pairs_dir / 'label' / 'val_0000.png'}"))
     for d in ("A", "B", "label"):
         shutil.copy(pairs_dir / d / "val_0000.png", pairs_dir / d / "val_0000.jpg")
-    with pytest.raises(PredictError, match="val_0000.jpg and val_0000.png would both be written as val_0000.png"):
+    with pytest.raises(DatasetError, match="val_0000.jpg, val_0000.png: one name, 2 images"):  # one mask name
         predict(predict_cfg(ckpt, out, f"input={pairs_dir}"))
 
 

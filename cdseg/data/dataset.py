@@ -195,7 +195,8 @@ def scan_split(
     extensions: Sequence[str] = DEFAULT_EXTENSIONS,
     require_label: bool = True,
 ) -> tuple[list[Pair], list[str]]:
-    """Pair A, B and label of one split by exact file name, without raising.
+    """Pair A, B and label of one split by file name without extension (exact, case included),
+    without raising.
 
     Returns:
         the complete pairs, and the problems with the file set (missing folder, empty split,
@@ -205,7 +206,7 @@ def scan_split(
     dirs = {**DEFAULT_DIRS, **(dirs or {})}
     roles = ["a", "b"] + (["label"] if require_label or (split_dir / dirs["label"]).is_dir() else [])
     exts = {e.lower() for e in extensions}
-    names: dict[str, set[str]] = {}
+    names: dict[str, dict[str, list[str]]] = {}  # role -> name without extension -> its files
     problems: list[str] = []
     for role in roles:
         folder = split_dir / dirs[role]
@@ -221,7 +222,16 @@ def scan_split(
             )
             return [], [f"{folder}: folder not found; expected {layout}{hint}"]
         files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
-        names[role] = {p.name for p in files if p.suffix.lower() in exts}
+        images = sorted(p.name for p in files if p.suffix.lower() in exts)
+        # Matched by name without extension: DSIFN, say, has t1/0.jpg, t2/0.jpg and mask/0.png.
+        names[role] = {}
+        for image in images:
+            names[role].setdefault(Path(image).stem, []).append(image)
+        problems += [
+            f"{folder}: {', '.join(same)}: one name, {len(same)} images (pairs are matched by name without extension)"
+            for same in names[role].values()
+            if len(same) > 1
+        ]
         problems += [
             f"{p}: unexpected file; expected extensions {sorted(exts)}" for p in files if p.suffix.lower() not in exts
         ]
@@ -229,22 +239,30 @@ def scan_split(
     if not everything:
         return [], [f"{split_dir}: empty split; no images with extensions {sorted(exts)} in {[dirs[r] for r in roles]}"]
     complete = []
-    for name in sorted(everything):
-        missing = [dirs[r] for r in roles if name not in names[r]]
+    for stem in sorted(everything):
+        missing = [dirs[r] for r in roles if stem not in names[r]]
         if not missing:
-            complete.append(name)
+            if all(len(names[r][stem]) == 1 for r in roles):
+                complete.append(stem)
             continue
-        have = [dirs[r] for r in roles if name in names[r]]
+        have = [r for r in roles if stem in names[r]]
         hint = ""
         for r in roles:
-            close = [n for n in names[r] if n.lower() == name.lower() and n != name]
+            close = [n[0] for s, n in names[r].items() if s.lower() == stem.lower() and s != stem]
             if close:
                 hint = f" (found {dirs[r]}/{close[0]}: names must match exactly, including case)"
-        problems.append(f"{name}: in {'/'.join(have)} but missing from {'/'.join(missing)}{hint}")
+        problems.append(
+            f"{names[have[0]][stem][0]}: in {'/'.join(dirs[r] for r in have)} but missing from {'/'.join(missing)}{hint}"
+        )
     label_dir = split_dir / dirs["label"] if "label" in roles else None
     pairs = [
-        Pair(n, split_dir / dirs["a"] / n, split_dir / dirs["b"] / n, label_dir / n if label_dir else None)
-        for n in complete
+        Pair(
+            names["a"][stem][0],  # the pair's name: its A file's
+            split_dir / dirs["a"] / names["a"][stem][0],
+            split_dir / dirs["b"] / names["b"][stem][0],
+            label_dir / names["label"][stem][0] if label_dir else None,
+        )
+        for stem in complete
     ]
     return pairs, problems
 

@@ -112,14 +112,6 @@ def tile_dataset(
     if problems:
         raise DatasetError(f"{src}: {len(problems)} problem(s), nothing written:\n  " + "\n  ".join(problems))
     pairs = {s: find_pairs(src / s, dirs, extensions) for s in present}
-    for split, found in pairs.items():  # chips are named by stem: x.png and x.tif would write the same files
-        stems: dict[str, str] = {}
-        for pair in found:
-            other = stems.setdefault(Path(pair.name).stem, pair.name)
-            if other != pair.name:
-                raise DatasetError(
-                    f"{src / split}: {other} and {pair.name} would both be cut into {Path(other).stem}_*.png"
-                )
     sizes = {p.a: _size(p.a) for s in present for p in pairs[s]}
     for split in present:
         if not sum((h // size) * (w // size) for h, w in (sizes[p.a] for p in pairs[split])):
