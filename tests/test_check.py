@@ -85,3 +85,13 @@ def test_a_split_named_in_splits_must_be_there(tiny_data: Path, capsys) -> None:
 def test_a_root_that_is_one_split_is_named_as_such(tiny_data: Path, capsys) -> None:
     assert main([str(tiny_data / "train")]) == 1
     assert f"{tiny_data / 'train'} holds A/ and B/ itself: the root is the folder above it" in capsys.readouterr().out
+
+
+def test_a_root_laid_out_by_date_is_named_as_such(tiny_data: Path, tmp_path: Path, capsys) -> None:
+    for split in ("train", "val"):  # <root>/A/train/... rather than <root>/train/A/...
+        for date in ("A", "B", "label"):
+            shutil.copytree(tiny_data / split / date, tmp_path / date / split)
+    assert main([str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert f"{tmp_path} is laid out by date (A/train/...), where cdseg reads <root>/<split>/A/" in out
+    assert "folder above it" not in out

@@ -184,9 +184,15 @@ def split_as_root(root: Path, dirs: dict[str, str] | None, what: str) -> str:
     """``; <root> holds A/ and B/ itself: ...`` when ``root`` is one split rather than the folder that
     holds the splits (the mistake behind a "split not found"), else ``""``; ``what`` names the root."""
     a, b = ({**DEFAULT_DIRS, **(dirs or {})}[k] for k in ("a", "b"))
-    if (root / a).is_dir() and (root / b).is_dir():
-        return f"; {root} holds {a}/ and {b}/ itself: {what} is the folder above it"
-    return ""
+    if not ((root / a).is_dir() and (root / b).is_dir()):
+        return ""
+    splits = sorted(p.name for p in (root / a).iterdir() if p.is_dir())
+    if splits:  # dates first (A/train/...): no root would be right, the folders must be moved
+        return (
+            f"; {root} is laid out by date ({a}/{splits[0]}/...), where cdseg reads <root>/<split>/{a}/, "
+            f"<root>/<split>/{b}/, ...: move the folders into that order"
+        )
+    return f"; {root} holds {a}/ and {b}/ itself: {what} is the folder above it"
 
 
 def scan_split(
