@@ -121,3 +121,13 @@ def test_a_val_split_without_change_is_named_once(make_cfg, tiny_data: Path, tmp
     with pytest.warns(UserWarning, match="the val split has no changed pixels") as record:
         train(make_cfg(f"data.root={root}", "trainer.max_epochs=2"))
     assert sum("no changed pixels" in str(w.message) for w in record) == 1
+
+
+def test_a_loss_of_ones_own_is_a_config_group_choice(make_cfg, tmp_path: Path) -> None:
+    # A user's config folder on Hydra's search path, holding conf/loss/<name>.yaml.
+    (tmp_path / "conf" / "loss").mkdir(parents=True)
+    (tmp_path / "conf" / "loss" / "plain_bce.yaml").write_text("_target_: torch.nn.BCEWithLogitsLoss\n")
+    cfg = make_cfg(f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "loss=plain_bce")
+    assert dict(cfg.loss) == {"_target_": "torch.nn.BCEWithLogitsLoss"}  # nothing of the default loss left
+    results = train(cfg)
+    assert results["val"]["val/loss"] > 0 and results["test"]["test/loss"] > 0
