@@ -7,24 +7,19 @@ from typing import Any
 import torch
 from torch import Tensor
 from torchmetrics import Metric, MetricCollection
-from torchmetrics.classification import (
-    BinaryAccuracy,
-    BinaryF1Score,
-    BinaryPrecision,
-    BinaryPrecisionRecallCurve,
-    BinaryRecall,
-    BinaryStatScores,
-)
+from torchmetrics.classification import BinaryPrecisionRecallCurve, BinaryStatScores
 
 from cdseg.scores import OBJECT_IOU, object_counts, object_scores, scores_from_counts
 
+SCORES = tuple(scores_from_counts(0, 0, 0, 0))  # F1, IoU, precision, recall, OA, kappa
+
 
 class CountScore(BinaryStatScores):
-    """One score of :func:`cdseg.scores.scores_from_counts` (``IoU``, ``kappa``, ...) from the four
+    """One score of :func:`cdseg.scores.scores_from_counts` (``F1``, ``kappa``, ...) from the four
     pixel counts of the split, in exact integers on the host once per split, with its zero-division
-    rule (0, never NaN). On the same counts as F1, precision, recall and OA, the collection updates
-    one state per batch (torchmetrics' compute groups), where the confusion matrix of torchmetrics'
-    IoU and kappa would add a second pass and, on a GPU, a wait for the device (``bincount``)."""
+    rule (0, never NaN). Every score shares one set of counts, updated once per batch (torchmetrics'
+    compute groups), where the confusion matrix of torchmetrics' IoU and kappa would add a second
+    pass and, on a GPU, a wait for the device (``bincount``)."""
 
     def __init__(self, score: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -46,18 +41,10 @@ def change_metrics(threshold: float = 0.5) -> MetricCollection:
     no predicted change, F1/IoU/recall on a split without change, kappa when chance agreement is 1).
     """
     # Targets come from validated masks, so the per-update value checks (a torch.unique over
-    # every pixel) are skipped.
+    # every pixel) are skipped. One score per key of scores_from_counts: a score added there is
+    # logged, monitored and reported everywhere.
     args = {"threshold": threshold, "validate_args": False}
-    return MetricCollection(
-        {
-            "F1": BinaryF1Score(**args),
-            "IoU": CountScore("IoU", **args),
-            "precision": BinaryPrecision(**args),
-            "recall": BinaryRecall(**args),
-            "OA": BinaryAccuracy(**args),
-            "kappa": CountScore("kappa", **args),
-        }
-    )
+    return MetricCollection({name: CountScore(name, **args) for name in SCORES})
 
 
 class SplitSums(Metric):
