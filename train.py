@@ -26,6 +26,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers.logger import DummyLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
@@ -166,8 +167,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 def _validate_quietly(trainer: L.Trainer, module: L.LightningModule, datamodule: Any, ckpt: str) -> dict[str, Any]:
     """Validate ``ckpt`` without logging: it is no new epoch, and the curves must not jump back to the
-    best one. Its figures go to metrics.json and the hparams table (hp/val/*)."""
-    loggers, trainer.loggers = trainer.loggers, []
+    best one. Its figures go to metrics.json and the hparams table (hp/val/*). A logger that takes
+    every call and keeps nothing stands in, so that a callback which logs through
+    ``trainer.logger.experiment`` (images, say) runs as it does in training."""
+    loggers, trainer.loggers = trainer.loggers, [DummyLogger()]
     try:
         return trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0]
     finally:

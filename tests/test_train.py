@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -536,3 +537,20 @@ def test_trainer_gpu_without_a_gpu_is_refused_saying_so(make_cfg) -> None:
 )
 def test_the_start_line_gives_the_run_length_the_trainer_reads(epochs, steps, max_time, said):
     assert _run_length(epochs, steps, max_time) == said
+
+
+class LogsThroughTheLogger(L.Callback):
+    """A common pattern in Lightning callbacks: no check that a logger is there."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        trainer.logger.experiment.add_scalar("mine/calls", self.calls, trainer.global_step)
+        self.calls += 1
+
+
+def test_a_callback_that_logs_through_the_logger_runs_through_the_final_validation(make_cfg) -> None:
+    cfg = make_cfg("+callbacks.mine._target_=tests.test_train.LogsThroughTheLogger")
+    results = train(cfg)
+    assert results["val"]["val/F1"] >= 0 and "test" in results
