@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 import types
 import typing
 from collections.abc import Sequence
@@ -45,11 +46,15 @@ def _options_hint(node: Any, error: InstantiationException) -> str:
         cause = error.__cause__
         while cause is not None and cause.__cause__ is not None:  # the first error: a missing module, a typo
             cause = cause.__cause__
-        target = node["_target_"] if isinstance(node, dict | DictConfig) and "_target_" in node else "the target"
-        if isinstance(cause, ModuleNotFoundError) and cause.name == target and "." in target:
-            module, name = target.rsplit(".", 1)  # the module imports; the name is not in it
-            return f"cannot import {target!r}: {module} has no {name!r}"
-        return f"cannot import {target!r}" + (f": {type(cause).__name__}: {cause}" if cause else "")
+        # Hydra's message names the target that failed (perhaps a nested one) and, below, its key
+        located = re.search(r"Error locating target '([^']+)'", message)
+        key = re.search(r"full_key: (\S+)", message)
+        target = (f"'{located.group(1)}'" if located else "the target") + (f" (at {key.group(1)})" if key else "")
+        name = located.group(1) if located else ""
+        if isinstance(cause, ModuleNotFoundError) and cause.name == name and "." in name:
+            module, attribute = name.rsplit(".", 1)  # the module imports; the name is not in it
+            return f"cannot import {target}: {module} has no {attribute!r}"
+        return f"cannot import {target}" + (f": {type(cause).__name__}: {cause}" if cause else "")
     if not (isinstance(error.__cause__, TypeError) and "unexpected keyword" in str(error.__cause__)):
         return message
     try:

@@ -168,9 +168,9 @@ class ChangeDetectionModule(L.LightningModule):
         if changed == 0 and not self.trainer.sanity_checking and not self.warned_val_without_change:
             self.warned_val_without_change = True
             rank_zero_warn(
-                "the val split has no changed pixels: val/F1, val/IoU and val/recall are 0 at every epoch, so a "
-                "checkpoint chosen by one of them is the first epoch's; give val pairs with change, or set "
-                "optimized_metric=val/loss"
+                "the val split has no changed pixels: every val score of the change class (F1, IoU, precision, "
+                "recall, kappa) is 0 at every epoch, so a checkpoint chosen by one of them is the first epoch's; "
+                "give val pairs with change, or choose by val/loss (optimized_metric=val/loss optimized_mode=min)"
             )
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:

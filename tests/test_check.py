@@ -82,9 +82,12 @@ def test_a_split_named_in_splits_must_be_there(tiny_data: Path, capsys) -> None:
     assert main([str(tiny_data), "--splits", "train", "val"]) == 0
 
 
-def test_a_root_that_is_one_split_is_named_as_such(tiny_data: Path, capsys) -> None:
-    assert main([str(tiny_data / "train")]) == 1
-    assert f"{tiny_data / 'train'} holds A/ and B/ itself: the root is the folder above it" in capsys.readouterr().out
+def test_a_root_that_is_one_split_is_named_as_such(tiny_data: Path, tmp_path: Path, capsys) -> None:
+    split = tmp_path / "train"
+    shutil.copytree(tiny_data / "train", split)
+    (split / "A" / ".ipynb_checkpoints").mkdir()  # a hidden folder is no split: no "laid out by date"
+    assert main([str(split)]) == 1
+    assert f"{split} holds A/ and B/ itself: the root is the folder above it" in capsys.readouterr().out
 
 
 def test_a_root_laid_out_by_date_is_named_as_such(tiny_data: Path, tmp_path: Path, capsys) -> None:

@@ -255,3 +255,6 @@ def test_a_target_that_cannot_be_imported_is_named_with_the_import_error(tmp_pat
     ):
         with pytest.raises(ConfigError, match=re.escape(said)):
             build_target({"_target_": target})
+    nested = {"_target_": "cdseg.losses.BCEDiceLoss", "dice_weight": {"_target_": "mine.broken.Part"}}
+    with pytest.raises(ConfigError, match=re.escape("cannot import 'mine.broken.Part' (at dice_weight): Module")):
+        build_target(nested)

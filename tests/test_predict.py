@@ -189,6 +189,18 @@ def test_bad_checkpoints_are_named(trained_run: dict, tmp_path: Path) -> None:
     torch.save(ckpt, tmp_path / "through.ckpt")
     with pytest.raises(CheckpointError, match="refusing to build 'cdseg.models.siamese_unet.torch.save'"):
         load_checkpoint(tmp_path / "through.ckpt")
+    # Objects Hydra would build from inside an allowed model's options: an interpolation that
+    # creates a node, and a tuple (which torch's safe loader allows and Hydra turns into a list).
+    opener = {"_target_": "builtins.open", "file": str(victim), "mode": "w"}
+    for value, said in (
+        ("${oc.create:" + str(opener) + "}", r"model.base: an interpolation"),
+        ((opener,), r"model.base: a tuple, where a config holds only plain values"),
+        ([opener], r"refusing to build 'builtins.open'"),
+    ):
+        ckpt["hyper_parameters"]["run_config"]["model"] = {"_target_": "cdseg.models.SiameseUNet", "base": value}
+        torch.save(ckpt, tmp_path / "nested.ckpt")
+        with pytest.raises(CheckpointError, match=said):
+            load_checkpoint(tmp_path / "nested.ckpt")
     assert victim.read_text() == "kept"
 
 
@@ -212,7 +224,12 @@ def test_an_architecture_of_ones_own_loads_once_a_model_config_names_it(
     configs = tmp_path / "conf" / "model"
     configs.mkdir(parents=True)
     (configs / "mine.yaml").write_text("_target_: mine_cd.Net\nbase: 4\n")
+    # Only the network's own _target_ counts, not one that a _global_ model file sets for another group.
+    (configs / "other.yaml").write_text(
+        "# @package _global_\nmodel:\n  _target_: cdseg.models.TinyCD\noptimizer:\n  _target_: builtins.open\n"
+    )
     monkeypatch.setattr(models, "CONF_MODELS", configs)
+    assert "mine_cd.Net" in models.buildable_targets() and "builtins.open" not in models.buildable_targets()
     net, config = load_checkpoint(tmp_path / "mine.ckpt")
     assert type(net).__name__ == "SiameseUNet" and config["model"]["_target_"] == "mine_cd.Net"
     train_module._warn_if_predict_cannot_build(OmegaConf.create({"_target_": "mine_cd.Net", "base": 4}))

@@ -186,7 +186,7 @@ def split_as_root(root: Path, dirs: dict[str, str] | None, what: str) -> str:
     a, b = ({**DEFAULT_DIRS, **(dirs or {})}[k] for k in ("a", "b"))
     if not ((root / a).is_dir() and (root / b).is_dir()):
         return ""
-    splits = sorted(p.name for p in (root / a).iterdir() if p.is_dir())
+    splits = sorted(p.name for p in (root / a).iterdir() if p.is_dir() and not p.name.startswith("."))
     if splits:  # dates first (A/train/...): no root would be right, the folders must be moved
         return (
             f"; {root} is laid out by date ({a}/{splits[0]}/...), where cdseg reads <root>/<split>/{a}/, "

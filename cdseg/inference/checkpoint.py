@@ -8,18 +8,18 @@ from typing import Any
 from omegaconf import OmegaConf
 from torch import nn
 
-from cdseg.models import _MODULES, CONF_MODELS, unbuildable_targets
+from cdseg.models import _MODULES, CONF_MODELS, stored_config_problem
 from cdseg.models.network import build_network
 from cdseg.runs.checkpoint import CheckpointError, read_checkpoint, run_config
 from cdseg.runs.folder import RunFolder, checkpoint_to_evaluate
 
 
 def _check_targets(model: dict[str, Any], where: str) -> None:
-    if refused := unbuildable_targets(model):
+    if refused := stored_config_problem(model):
         raise CheckpointError(
-            f"{where}: refusing to build {refused[0]!r}; a checkpoint may only name one of the architectures "
+            f"{where}: {refused}; a checkpoint's model config may only name one of the architectures "
             f"({', '.join(f'cdseg.models.{cls}' for cls in sorted(_MODULES))}) or a class that a config "
-            f"in {CONF_MODELS} names as its _target_ (the way to add one of your own)"
+            f"in {CONF_MODELS} names as its _target_ (the way to add one of your own), with plain values"
         )
 
 
