@@ -14,7 +14,7 @@ from cdseg.runs.checkpoint import CheckpointError, read_checkpoint, run_config
 from cdseg.runs.folder import RunFolder, checkpoint_to_evaluate
 
 
-def _check_targets(model: dict[str, Any], where: str) -> None:
+def _check_model_config(model: dict[str, Any], where: str) -> None:
     if refused := stored_config_problem(model):
         raise CheckpointError(
             f"{where}: {refused}; a checkpoint's model config may only name one of the architectures "
@@ -46,8 +46,9 @@ def load_checkpoint(spec: str | Path, runs_dir: str | Path | None = None) -> tup
         the checkpoint file it came from under ``"checkpoint_file"``.
 
     Raises:
-        CheckpointError: missing, truncated or foreign file; a config that names a class outside
-            ``cdseg.models``; weights that do not fit the network the config describes.
+        CheckpointError: missing, truncated, damaged or foreign file; a model config that names a
+            class outside ``cdseg.models.buildable_targets`` or holds more than plain values;
+            weights that do not fit the network the config describes.
     """
     file = checkpoint_to_evaluate(spec, runs_dir)
     ckpt = read_checkpoint(file)
@@ -57,7 +58,7 @@ def load_checkpoint(spec: str | Path, runs_dir: str | Path | None = None) -> tup
         config = OmegaConf.to_container(OmegaConf.load(run_yaml), resolve=False)
     if not config or "model" not in config:
         raise CheckpointError(f"{file}: holds no run config, and {run_yaml} does not exist either")
-    _check_targets(config["model"], str(file))
+    _check_model_config(config["model"], str(file))
     # The checkpoint holds every weight: pretrained ones need not (and offline could not) be loaded first.
     # Compiling pays for fixed sizes over many steps, not for windows of every size: never here.
     net = build_network(config["model"], compile=False, **({"weights": None} if "weights" in config["model"] else {}))
