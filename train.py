@@ -33,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from cdseg.config import build, check_types, comparable_settings, raise_problems, require_values, run_problems
 from cdseg.errors import CdsegError
 from cdseg.metrics import change_metrics, curve_summary
-from cdseg.models import CONF_MODELS, unbuildable_targets
+from cdseg.models import CONF_MODELS, stored_config_problem
 from cdseg.models.network import build_network, runtime_problems
 from cdseg.module import ChangeDetectionModule, NonFiniteError
 from cdseg.overrides import exit_on_unknown_keys
@@ -205,12 +205,13 @@ class _NoTips(logging.Filter):
 
 @rank_zero_only
 def _warn_if_predict_cannot_build(model: DictConfig) -> None:
-    """A model target with no config in conf/model/ trains, but predict.py and cdseg.export refuse
-    its checkpoints (cdseg.models.buildable_targets): said before the run, not after it."""
-    for target in unbuildable_targets(OmegaConf.to_container(model)):
+    """A model predict.py and cdseg.export would refuse to build from this run's checkpoints (a class
+    no config in conf/model/ names: cdseg.models.stored_config_problem) still trains: said before the
+    run, not after it."""
+    if problem := stored_config_problem(OmegaConf.to_container(model, resolve=True)):
         print(
-            f"warning: model._target_ {target!r} is named by no config in {CONF_MODELS}: predict.py and "
-            f"cdseg.export will refuse this run's checkpoints; add conf/model/<name>.yaml with _target_: {target}",
+            f"warning: predict.py and cdseg.export will refuse this run's checkpoints ({problem}): a model of "
+            f"your own needs a config in {CONF_MODELS} that names it as its _target_",
             file=sys.stderr,
         )
 

@@ -22,7 +22,7 @@ _MODULES = {
     "TinyCD": "tiny",
 }
 
-__all__ = [*_MODULES, "build_network", "buildable_targets", "stored_config_problem", "unbuildable_targets"]
+__all__ = [*_MODULES, "build_network", "buildable_targets", "stored_config_problem"]
 
 CONF_MODELS = Path(__file__).resolve().parents[2] / "conf" / "model"
 
@@ -54,17 +54,11 @@ def buildable_targets(conf_models: Path | None = None) -> frozenset[str]:
 _GLOBAL_PACKAGE = re.compile(r"^#\s*@package\s+_global_\s*$", re.MULTILINE)
 
 
-def unbuildable_targets(node: Any) -> list[str]:
-    """The ``_target_`` values in a model config (a plain dict) that :func:`buildable_targets` lacks."""
-    allowed = buildable_targets()  # read anew: a config added since start-up counts
-    return [t for t in _targets(node) if t not in allowed]
-
-
 def stored_config_problem(node: Any) -> str | None:
     """What makes a checkpoint's model config unsafe to build (None when nothing): a ``_target_``
     outside :func:`buildable_targets`, or anything Hydra would turn into more objects than the
     plain values a resolved config holds (an interpolation such as ``${oc.create:...}``, a tuple)."""
-    allowed = buildable_targets()
+    allowed = buildable_targets()  # read anew: a config added since start-up counts
 
     def problem(value: Any, where: str) -> str | None:
         if isinstance(value, dict):
@@ -86,16 +80,6 @@ def stored_config_problem(node: Any) -> str | None:
         return f"{where}: a {type(value).__name__}, where a config holds only plain values"
 
     return problem(node, "model")
-
-
-def _targets(node: Any) -> list[str]:
-    """Every string ``_target_`` in a nested config of dicts and lists."""
-    if isinstance(node, dict):
-        own = [node["_target_"]] if isinstance(node.get("_target_"), str) else []
-        return own + [t for value in node.values() for t in _targets(value)]
-    if isinstance(node, list):
-        return [t for value in node for t in _targets(value)]
-    return []
 
 
 def __getattr__(name: str) -> Any:
